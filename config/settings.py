@@ -1,0 +1,142 @@
+"""Settings classes, one per environment.
+
+Nothing here reads the environment at import time: `load(env)` is called by
+`service.create_app()` with `os.environ` (or a test's dict) and returns a plain
+dict that becomes `app.config`. Each knob says its unit and a sane range.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+DEV_SECRET = "dev-secret-change-me-dev-secret-change-me"  # noqa: S105 - refused by ProductionConfig
+
+
+class BaseConfig:
+    # Database URL: sqlite:///path or postgresql://user@host:port/db. The embedded
+    # default keeps a SQLite file under var/ so a first `make run` needs no server.
+    DATABASE_URL = "sqlite:///var/conduit.db"
+    # Connections kept open per worker process (1-50). Every gevent greenlet that
+    # talks to the database holds one for the duration of its transaction, so
+    # pool size + overflow caps a worker's concurrent DB work. Budget:
+    # replicas x workers x (size + overflow) < PostgreSQL max_connections - 3.
+    DB_POOL_SIZE = 10
+    # Extra connections opened under bursts and closed when idle (0-50).
+    DB_MAX_OVERFLOW = 5
+    # Seconds a request waits for a free connection before it gets 503 (0.1-5).
+    # Far below gunicorn's timeout so exhaustion is a fast, clear answer.
+    DB_POOL_TIMEOUT = 2.0
+    # Seconds to establish a new PostgreSQL connection (0.5-10). Enforced by our
+    # own gevent wait callback, because libpq ignores connect_timeout in async mode.
+    DB_CONNECT_TIMEOUT = 2.0
+    # Server-side bound on one SQL statement, milliseconds (100-30000).
+    DB_STATEMENT_TIMEOUT_MS = 5000
+    # Seconds after which pooled connections are replaced (300-3600).
+    DB_POOL_RECYCLE = 1800
+
+    # HS256 signing key for tokens; at least 32 bytes in production.
+    SECRET_KEY = DEV_SECRET
+    # Token lifetime, seconds (300-2592000). The default is 7 days.
+    JWT_TTL_SECONDS = 7 * 24 * 3600
+    # Argon2id parameters: OWASP minimum (m=19 MiB, t=2, p=1) by default.
+    PASSWORD_TIME_COST = 2
+    PASSWORD_MEMORY_KIB = 19 * 1024
+    # OS threads per worker that run password hashing off the gevent hub (1-8).
+    # Each concurrent hash holds PASSWORD_MEMORY_KIB of memory.
+    PASSWORD_HASH_THREADS = 2
+
+    # Largest accepted request body, bytes (larger gets 413).
+    MAX_CONTENT_LENGTH = 1024 * 1024
+    # Page size bounds for list endpoints.
+    PAGE_LIMIT_DEFAULT = 20
+    PAGE_LIMIT_MAX = 100
+    PAGE_OFFSET_MAX = 100_000
+
+    # flask-caching: in-process by default, Redis when REDIS_URL is set.
+    REDIS_URL: str | None = None
+    CACHE_TYPE = "SimpleCache"
+    CACHE_DEFAULT_TIMEOUT = 60
+
+    # Logging level for the service's own loggers.
+    LOG_LEVEL = "INFO"
+    TESTING = False
+    REQUIRE_SECRET = False
+
+
+class DevelopmentConfig(BaseConfig):
+    """The embedded default: SQLite file + in-process cache, dev secret allowed."""
+
+
+class TestingConfig(BaseConfig):
+    TESTING = True
+    # Fast hashing keeps the suite quick; the algorithm and code path stay the same.
+    PASSWORD_TIME_COST = 1
+    PASSWORD_MEMORY_KIB = 8 * 1024
+
+
+class ProductionConfig(BaseConfig):
+    REQUIRE_SECRET = True
+
+
+PROFILES: dict[str, type[BaseConfig]] = {
+    "development": DevelopmentConfig,
+    "testing": TestingConfig,
+    "production": ProductionConfig,
+}
+
+# Environment variables that override settings, with the type to parse them as.
+ENV_OVERRIDES: dict[str, type] = {
+    "DATABASE_URL": str,
+    "DB_POOL_SIZE": int,
+    "DB_MAX_OVERFLOW": int,
+    "DB_POOL_TIMEOUT": float,
+    "DB_CONNECT_TIMEOUT": float,
+    "DB_STATEMENT_TIMEOUT_MS": int,
+    "SECRET_KEY": str,
+    "JWT_TTL_SECONDS": int,
+    "PASSWORD_HASH_THREADS": int,
+    "MAX_CONTENT_LENGTH": int,
+    "PAGE_LIMIT_MAX": int,
+    "REDIS_URL": str,
+    "CACHE_TYPE": str,
+    "LOG_LEVEL": str,
+}
+
+
+class ConfigError(RuntimeError):
+    """The configuration cannot run safely; the message says what to set."""
+
+
+def load(env: Mapping[str, str], overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Build the settings dict for `APP_ENV` (development by default) from `env`."""
+    profile = env.get("APP_ENV", "development")
+    if profile not in PROFILES:
+        raise ConfigError(f"APP_ENV={profile!r} is not one of {sorted(PROFILES)}")
+    cls = PROFILES[profile]
+    settings = {k: getattr(cls, k) for k in dir(cls) if k.isupper()}
+    settings["APP_ENV"] = profile
+    for name, kind in ENV_OVERRIDES.items():
+        if env.get(name):
+            try:
+                settings[name] = kind(env[name])
+            except ValueError as exc:
+                raise ConfigError(f"{name}={env[name]!r} is not a valid {kind.__name__}") from exc
+    settings.update(overrides or {})
+    if settings["DATABASE_URL"].startswith("postgres://"):
+        settings["DATABASE_URL"] = "postgresql://" + settings["DATABASE_URL"][len("postgres://") :]
+    if settings["REDIS_URL"] and "CACHE_TYPE" not in env and "CACHE_TYPE" not in (overrides or {}):
+        settings["CACHE_TYPE"] = "RedisCache"
+    _check(settings)
+    return settings
+
+
+def _check(settings: dict[str, Any]) -> None:
+    secret = settings["SECRET_KEY"]
+    if settings["REQUIRE_SECRET"] and (not secret or secret == DEV_SECRET or len(secret) < 32):
+        raise ConfigError(
+            "production needs SECRET_KEY: a random string of at least 32 characters, "
+            "for example the output of `python -c 'import secrets; print(secrets.token_urlsafe(48))'`"
+        )
+    if not 1 <= settings["PAGE_LIMIT_MAX"] <= 1000:
+        raise ConfigError("PAGE_LIMIT_MAX must be between 1 and 1000")

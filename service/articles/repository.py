@@ -1,0 +1,165 @@
+"""SQL for articles, tags and favorites. Functions take a connection and never commit.
+
+Optional list filters use `(:x IS NULL OR ...)`: one fixed statement, and since
+psycopg2 binds values client-side PostgreSQL sees literals and folds the unused
+branches away before planning.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Row, bindparam, text
+
+_ARTICLE_COLUMNS = """
+    a.id, a.slug, a.title, a.description, a.favorites_count, a.created_at, a.updated_at,
+    u.id AS author_id, u.username, u.bio, u.image
+"""
+
+SELECT_ARTICLE_BY_SLUG = text(
+    "SELECT" + _ARTICLE_COLUMNS + ", a.body FROM articles a JOIN users u ON u.id = a.author_id WHERE a.slug = :slug"
+)
+
+_LIST_FILTER = """
+    FROM articles a JOIN users u ON u.id = a.author_id
+    WHERE (:tag IS NULL OR a.id IN (SELECT t.article_id FROM article_tags t WHERE t.tag = :tag))
+      AND (:author IS NULL OR u.username = :author)
+      AND (:favorited IS NULL OR a.id IN (
+            SELECT f.article_id FROM favorites f JOIN users fu ON fu.id = f.user_id WHERE fu.username = :favorited))
+"""
+
+LIST_ARTICLES = text("SELECT" + _ARTICLE_COLUMNS + _LIST_FILTER + " ORDER BY a.id DESC LIMIT :limit OFFSET :offset")
+
+COUNT_ARTICLES = text("SELECT COUNT(*)" + _LIST_FILTER)
+
+_FEED_FILTER = """
+    FROM articles a JOIN users u ON u.id = a.author_id
+    WHERE a.author_id IN (SELECT fo.followee_id FROM follows fo WHERE fo.follower_id = :viewer)
+"""
+
+LIST_FEED = text("SELECT" + _ARTICLE_COLUMNS + _FEED_FILTER + " ORDER BY a.id DESC LIMIT :limit OFFSET :offset")
+
+COUNT_FEED = text("SELECT COUNT(*)" + _FEED_FILTER)
+
+SELECT_TAGS_OF = text(
+    "SELECT article_id, tag FROM article_tags WHERE article_id IN :ids ORDER BY article_id, tag"
+).bindparams(bindparam("ids", expanding=True))
+
+SELECT_FAVORITED_AMONG = text(
+    "SELECT article_id FROM favorites WHERE user_id = :viewer AND article_id IN :ids"
+).bindparams(bindparam("ids", expanding=True))
+
+INSERT_ARTICLE = text(
+    """
+    INSERT INTO articles (slug, author_id, title, description, body, created_at, updated_at)
+    VALUES (:slug, :author_id, :title, :description, :body, :now, :now)
+    ON CONFLICT (slug) DO NOTHING
+    RETURNING id
+    """
+)
+
+INSERT_ARTICLE_TAG = text("INSERT INTO article_tags (article_id, tag) VALUES (:article_id, :tag)")
+
+UPDATE_ARTICLE = text(
+    """
+    UPDATE articles SET
+        title = COALESCE(:title, title),
+        description = COALESCE(:description, description),
+        body = COALESCE(:body, body),
+        updated_at = :now
+    WHERE id = :id
+    """
+)
+
+DELETE_ARTICLE = text("DELETE FROM articles WHERE id = :id")
+
+# The favorite row and the counter change in one transaction: the counter moves
+# only when a row was really inserted or deleted, so it always equals the rows.
+INSERT_FAVORITE = text(
+    """
+    INSERT INTO favorites (user_id, article_id, created_at) VALUES (:user_id, :article_id, :now)
+    ON CONFLICT DO NOTHING
+    RETURNING article_id
+    """
+)
+
+DELETE_FAVORITE = text("DELETE FROM favorites WHERE user_id = :user_id AND article_id = :article_id RETURNING article_id")
+
+ADD_TO_FAVORITES_COUNT = text("UPDATE articles SET favorites_count = favorites_count + :delta WHERE id = :id")
+
+def article_by_slug(conn: Connection, slug: str) -> Row[Any] | None:
+    """The article with its author's public columns, or None."""
+    return conn.execute(SELECT_ARTICLE_BY_SLUG, {"slug": slug}).first()
+
+
+def list_articles(
+    conn: Connection, *, tag: str | None, author: str | None, favorited: str | None, limit: int, offset: int
+) -> tuple[list[Row[Any]], int]:
+    """One page of matching articles, newest first, and the total number of matches."""
+    filters = {"tag": tag, "author": author, "favorited": favorited}
+    rows = conn.execute(LIST_ARTICLES, {**filters, "limit": limit, "offset": offset}).all()
+    total = conn.execute(COUNT_ARTICLES, filters).scalar_one()
+    return list(rows), int(total)
+
+
+def list_feed(conn: Connection, viewer: int, *, limit: int, offset: int) -> tuple[list[Row[Any]], int]:
+    """One page of articles by authors `viewer` follows, newest first, and their total."""
+    rows = conn.execute(LIST_FEED, {"viewer": viewer, "limit": limit, "offset": offset}).all()
+    total = conn.execute(COUNT_FEED, {"viewer": viewer}).scalar_one()
+    return list(rows), int(total)
+
+
+def tags_of(conn: Connection, article_ids: Sequence[int]) -> dict[int, list[str]]:
+    """Sorted tag lists for all `article_ids`, in one statement."""
+    tags: dict[int, list[str]] = defaultdict(list)
+    if article_ids:
+        for article_id, tag in conn.execute(SELECT_TAGS_OF, {"ids": list(article_ids)}):
+            tags[article_id].append(tag)
+    return tags
+
+
+def favorited_among(conn: Connection, viewer: int | None, article_ids: Sequence[int]) -> set[int]:
+    """Which of `article_ids` the viewer has favorited, in one statement (none for anonymous)."""
+    if viewer is None or not article_ids:
+        return set()
+    return {row[0] for row in conn.execute(SELECT_FAVORITED_AMONG, {"viewer": viewer, "ids": list(article_ids)})}
+
+
+def insert_article(conn: Connection, slug: str, author_id: int, title: str, description: str, body: str, now: Any) -> int | None:
+    """The new article's id, or None when `slug` is taken."""
+    params = {"slug": slug, "author_id": author_id, "title": title, "description": description, "body": body, "now": now}
+    return conn.execute(INSERT_ARTICLE, params).scalar_one_or_none()
+
+
+def insert_tags(conn: Connection, article_id: int, tags: Sequence[str]) -> None:
+    if tags:
+        conn.execute(INSERT_ARTICLE_TAG, [{"article_id": article_id, "tag": tag} for tag in tags])
+
+
+def update_article(conn: Connection, article_id: int, changes: dict[str, str], now: Any) -> None:
+    """Set the fields in `changes` (title, description, body); others keep their value."""
+    params = {"id": article_id, "now": now, "title": None, "description": None, "body": None, **changes}
+    conn.execute(UPDATE_ARTICLE, params)
+
+
+def delete_article(conn: Connection, article_id: int) -> None:
+    conn.execute(DELETE_ARTICLE, {"id": article_id})
+
+
+def add_favorite(conn: Connection, user_id: int, article_id: int, now: Any) -> bool:
+    """Favorite once; True when a row was added (and the counter moved)."""
+    added = conn.execute(INSERT_FAVORITE, {"user_id": user_id, "article_id": article_id, "now": now}).first()
+    if added is not None:
+        conn.execute(ADD_TO_FAVORITES_COUNT, {"id": article_id, "delta": 1})
+    return added is not None
+
+
+def remove_favorite(conn: Connection, user_id: int, article_id: int) -> bool:
+    """Unfavorite; True when a row was removed (and the counter moved)."""
+    removed = conn.execute(DELETE_FAVORITE, {"user_id": user_id, "article_id": article_id}).first()
+    if removed is not None:
+        conn.execute(ADD_TO_FAVORITES_COUNT, {"id": article_id, "delta": -1})
+    return removed is not None
+

@@ -1,0 +1,98 @@
+"""Articles, the feed and favorites."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response
+
+from service.articles import service
+from service.articles.schemas import (
+    ListQuery,
+    MultipleArticlesResponse,
+    NewArticleRequest,
+    SingleArticleResponse,
+    UpdateArticleRequest,
+)
+from service.auth import current_user_id, viewer_id
+from service.schemas import Page
+from service.web import endpoint, no_content, respond
+
+bp = Blueprint("articles", __name__)
+
+
+@bp.get("/articles")
+@endpoint(
+    "List articles",
+    tag="Articles",
+    auth="optional",
+    query=ListQuery,
+    responses={200: MultipleArticlesResponse},
+    description="Newest first. `articlesCount` is the number of all matches, not the page length.",
+)
+def list_articles(query: ListQuery) -> Response:
+    articles, total = service.list_articles(query, viewer_id())
+    return respond(MultipleArticlesResponse(articles, total))
+
+
+@bp.get("/articles/feed")
+@endpoint(
+    "Articles by followed authors",
+    tag="Articles",
+    auth="required",
+    query=Page,
+    responses={200: MultipleArticlesResponse},
+    description="Newest first.",
+)
+def feed(query: Page) -> Response:
+    articles, total = service.feed(query, current_user_id())
+    return respond(MultipleArticlesResponse(articles, total))
+
+
+@bp.post("/articles")
+@endpoint(
+    "Create an article",
+    tag="Articles",
+    auth="required",
+    body=NewArticleRequest,
+    responses={201: SingleArticleResponse},
+    description="The slug is made from the title, with a random suffix when it is already taken.",
+)
+def create_article(body: NewArticleRequest) -> Response:
+    return respond(SingleArticleResponse(service.create(current_user_id(), body.article)), 201)
+
+
+@bp.get("/articles/<slug>")
+@endpoint("Get an article", tag="Articles", auth="optional", responses={200: SingleArticleResponse})
+def get_article(slug: str) -> Response:
+    return respond(SingleArticleResponse(service.get(slug, viewer_id())))
+
+
+@bp.put("/articles/<slug>")
+@endpoint(
+    "Update an article",
+    tag="Articles",
+    auth="required",
+    body=UpdateArticleRequest,
+    responses={200: SingleArticleResponse},
+    description="Only the author may update. The slug does not change with the title.",
+)
+def update_article(slug: str, body: UpdateArticleRequest) -> Response:
+    return respond(SingleArticleResponse(service.update(current_user_id(), slug, body.article)))
+
+
+@bp.delete("/articles/<slug>")
+@endpoint("Delete an article", tag="Articles", auth="required", responses={204: None})
+def delete_article(slug: str) -> Response:
+    service.delete(current_user_id(), slug)
+    return no_content()
+
+
+@bp.post("/articles/<slug>/favorite")
+@endpoint("Favorite an article", tag="Favorites", auth="required", responses={200: SingleArticleResponse})
+def favorite(slug: str) -> Response:
+    return respond(SingleArticleResponse(service.set_favorite(current_user_id(), slug, True)))
+
+
+@bp.delete("/articles/<slug>/favorite")
+@endpoint("Unfavorite an article", tag="Favorites", auth="required", responses={200: SingleArticleResponse})
+def unfavorite(slug: str) -> Response:
+    return respond(SingleArticleResponse(service.set_favorite(current_user_id(), slug, False)))

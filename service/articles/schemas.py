@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
+
+from service.profiles.schemas import Profile
+from service.schemas import NO_NUL, Page
+
+MAX_TAGS = 10
+
+Title = Annotated[str, Meta(min_length=1, max_length=256, pattern=NO_NUL)]
+Description = Annotated[str, Meta(max_length=1024, pattern=NO_NUL)]
+Body = Annotated[str, Meta(max_length=100_000, pattern=NO_NUL)]
+Tag = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[^\x00,]*\S[^\x00,]*$", description="No commas.")]
+TagList = Annotated[list[Tag], Meta(max_length=MAX_TAGS, description=f"At most {MAX_TAGS} tags.")]
+FilterValue = Annotated[str, Meta(max_length=256)]
+
+
+class NewArticle(msgspec.Struct):
+    title: Title
+    description: Description
+    body: Body
+    tagList: TagList = msgspec.field(default_factory=list)  # noqa: N815 - the API's field name
+
+
+class NewArticleRequest(msgspec.Struct):
+    article: NewArticle
+
+
+class UpdateArticle(msgspec.Struct):
+    title: Title | UnsetType = UNSET
+    description: Description | UnsetType = UNSET
+    body: Body | UnsetType = UNSET
+
+
+class UpdateArticleRequest(msgspec.Struct):
+    article: UpdateArticle
+
+
+class ListQuery(Page, kw_only=True):
+    tag: FilterValue | None = None
+    author: FilterValue | None = None
+    favorited: FilterValue | None = None
+
+
+class Article(msgspec.Struct):
+    slug: str
+    title: str
+    description: str
+    body: str
+    tagList: list[str]  # noqa: N815
+    createdAt: str  # noqa: N815
+    updatedAt: str  # noqa: N815
+    favorited: bool
+    favoritesCount: int  # noqa: N815
+    author: Profile
+
+
+class ArticleSummary(msgspec.Struct):
+    """An article in a list: everything but the body."""
+
+    slug: str
+    title: str
+    description: str
+    tagList: list[str]  # noqa: N815
+    createdAt: str  # noqa: N815
+    updatedAt: str  # noqa: N815
+    favorited: bool
+    favoritesCount: int  # noqa: N815
+    author: Profile
+
+
+class SingleArticleResponse(msgspec.Struct):
+    article: Article
+
+
+class MultipleArticlesResponse(msgspec.Struct):
+    articles: list[ArticleSummary]
+    articlesCount: int  # noqa: N815

@@ -1,0 +1,150 @@
+"""Use cases for articles: lists and feed, read, write, favorites.
+
+A page of articles costs a constant number of statements whatever its size:
+the page, its total, then one batched statement each for tags, the viewer's
+favorites and the viewer's follows.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import unicodedata
+from collections.abc import Sequence
+from typing import Any
+
+from msgspec import UNSET
+from sqlalchemy import Connection, Row
+
+from service import timefmt
+from service.articles import repository as repo
+from service.articles.schemas import Article, ArticleSummary, ListQuery, NewArticle, UpdateArticle
+from service.db import get_db
+from service.errors import Forbidden, NotFound, Unavailable, messages
+from service.profiles import repository as profiles_repo
+from service.profiles.service import to_profile
+from service.schemas import Page
+
+# Slugs that would be shadowed by a fixed route (GET /api/articles/feed).
+RESERVED_SLUGS = frozenset({"feed"})
+SLUG_MAX = 80
+SLUG_ATTEMPTS = 5
+
+
+def slugify(title: str) -> str:
+    """A lower-case ASCII slug of `title`; "article" when nothing is left."""
+    ascii_title = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode("ascii")
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_title.lower()).strip("-")
+    return slug[:SLUG_MAX].rstrip("-") or "article"
+
+
+def _summaries(conn: Connection, rows: Sequence[Row[Any]], viewer: int | None) -> list[ArticleSummary]:
+    ids = [row.id for row in rows]
+    tags = repo.tags_of(conn, ids)
+    favorited = repo.favorited_among(conn, viewer, ids)
+    following = profiles_repo.followed_among(conn, viewer, (row.author_id for row in rows))
+    return [
+        ArticleSummary(
+            slug=row.slug,
+            title=row.title,
+            description=row.description,
+            tagList=tags.get(row.id, []),
+            createdAt=timefmt.iso(row.created_at),
+            updatedAt=timefmt.iso(row.updated_at),
+            favorited=row.id in favorited,
+            favoritesCount=row.favorites_count,
+            author=to_profile(row, row.author_id in following),
+        )
+        for row in rows
+    ]
+
+
+def _article(conn: Connection, row: Row[Any], viewer: int | None) -> Article:
+    summary = _summaries(conn, [row], viewer)[0]
+    return Article(body=row.body, **{f: getattr(summary, f) for f in summary.__struct_fields__})
+
+
+def _require(conn: Connection, slug: str) -> Row[Any]:
+    row = repo.article_by_slug(conn, slug)
+    if row is None:
+        raise NotFound(messages.ARTICLE_NOT_FOUND)
+    return row
+
+
+def list_articles(query: ListQuery, viewer: int | None) -> tuple[list[ArticleSummary], int]:
+    """A page of articles matching the filters, newest first, and the number of matches."""
+    with get_db().read() as conn:
+        rows, total = repo.list_articles(
+            conn, tag=query.tag, author=query.author, favorited=query.favorited, limit=query.limit, offset=query.offset
+        )
+        return _summaries(conn, rows, viewer), total
+
+
+def feed(page: Page, viewer: int) -> tuple[list[ArticleSummary], int]:
+    """A page of articles by the authors `viewer` follows, newest first, and their number."""
+    with get_db().read() as conn:
+        rows, total = repo.list_feed(conn, viewer, limit=page.limit, offset=page.offset)
+        return _summaries(conn, rows, viewer), total
+
+
+def get(slug: str, viewer: int | None) -> Article:
+    """One article; NotFound for an unknown slug."""
+    with get_db().read() as conn:
+        return _article(conn, _require(conn, slug), viewer)
+
+
+def create(author_id: int, new: NewArticle) -> Article:
+    """Publish an article under a fresh unique slug (a random suffix when the title's is taken)."""
+    tags = sorted({tag.strip() for tag in new.tagList})
+    base = slugify(new.title)
+    db = get_db()
+    with db.transaction() as conn:
+        now = timefmt.now(db.dialect)
+        candidates = [] if base in RESERVED_SLUGS else [base]
+        candidates += [f"{base}-{secrets.token_hex(4)}" for _ in range(SLUG_ATTEMPTS)]
+        for slug in candidates:
+            article_id = repo.insert_article(conn, slug, author_id, new.title, new.description, new.body, now)
+            if article_id is not None:
+                break
+        else:
+            raise Unavailable()
+        repo.insert_tags(conn, article_id, tags)
+        return _article(conn, _require(conn, slug), author_id)
+
+
+def _owned(conn: Connection, slug: str, viewer: int) -> Row[Any]:
+    row = _require(conn, slug)
+    if row.author_id != viewer:
+        raise Forbidden()
+    return row
+
+
+def update(viewer: int, slug: str, changes: UpdateArticle) -> Article:
+    """Change title, description or body; the slug stays, so links keep working.
+
+    NotFound for an unknown slug, Forbidden unless `viewer` is the author.
+    """
+    values = {name: getattr(changes, name) for name in ("title", "description", "body")}
+    db = get_db()
+    with db.transaction() as conn:
+        row = _owned(conn, slug, viewer)
+        repo.update_article(conn, row.id, {k: v for k, v in values.items() if v is not UNSET}, timefmt.now(db.dialect))
+        return _article(conn, _require(conn, slug), viewer)
+
+
+def delete(viewer: int, slug: str) -> None:
+    """Delete an article with its tags, favorites and comments; NotFound or Forbidden as for update."""
+    with get_db().transaction() as conn:
+        repo.delete_article(conn, _owned(conn, slug, viewer).id)
+
+
+def set_favorite(viewer: int, slug: str, favorite: bool) -> Article:
+    """Favorite or unfavorite (idempotent) and return the article with its new count."""
+    db = get_db()
+    with db.transaction() as conn:
+        row = _require(conn, slug)
+        if favorite:
+            repo.add_favorite(conn, viewer, row.id, timefmt.now(db.dialect))
+        else:
+            repo.remove_favorite(conn, viewer, row.id)
+        return _article(conn, _require(conn, slug), viewer)

@@ -1,0 +1,39 @@
+"""Comments on articles."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response
+
+from service.auth import current_user_id, viewer_id
+from service.comments import service
+from service.comments.schemas import CommentPage, MultipleCommentsResponse, NewCommentRequest, SingleCommentResponse
+from service.web import endpoint, no_content, respond
+
+bp = Blueprint("comments", __name__)
+TAG = "Comments"
+
+
+@bp.get("/articles/<slug>/comments")
+@endpoint(
+    "Comments on an article",
+    tag=TAG,
+    auth="optional",
+    query=CommentPage,
+    responses={200: MultipleCommentsResponse},
+    description="Newest first; `limit` (default 100) and `offset` page through long threads.",
+)
+def list_comments(slug: str, query: CommentPage) -> Response:
+    return respond(MultipleCommentsResponse(service.list_for(slug, query, viewer_id())))
+
+
+@bp.post("/articles/<slug>/comments")
+@endpoint("Comment on an article", tag=TAG, auth="required", body=NewCommentRequest, responses={200: SingleCommentResponse})
+def add_comment(slug: str, body: NewCommentRequest) -> Response:
+    return respond(SingleCommentResponse(service.add(current_user_id(), slug, body.comment.body)))
+
+
+@bp.delete("/articles/<slug>/comments/<int:comment_id>")
+@endpoint("Delete a comment", tag=TAG, auth="required", responses={204: None})
+def delete_comment(slug: str, comment_id: int) -> Response:
+    service.delete(current_user_id(), slug, comment_id)
+    return no_content()

@@ -1,0 +1,71 @@
+"""Use cases for comments on articles."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Row
+
+from service import timefmt
+from service.articles import repository as articles_repo
+from service.comments import repository as repo
+from service.comments.schemas import Comment
+from service.db import get_db
+from service.errors import Forbidden, NotFound, messages
+from service.profiles import repository as profiles_repo
+from service.profiles.service import to_profile
+from service.comments.schemas import CommentPage
+
+# Ids are 64-bit; a larger number in the URL cannot name a comment.
+MAX_ID = 2**63 - 1
+
+
+def _comments(conn: Connection, rows: Sequence[Row[Any]], viewer: int | None) -> list[Comment]:
+    following = profiles_repo.followed_among(conn, viewer, (row.author_id for row in rows))
+    return [
+        Comment(
+            id=row.id,
+            createdAt=timefmt.iso(row.created_at),
+            updatedAt=timefmt.iso(row.updated_at),
+            body=row.body,
+            author=to_profile(row, row.author_id in following),
+        )
+        for row in rows
+    ]
+
+
+def _article_id(conn: Connection, slug: str) -> int:
+    row = articles_repo.article_by_slug(conn, slug)
+    if row is None:
+        raise NotFound(messages.ARTICLE_NOT_FOUND)
+    return int(row.id)
+
+
+def list_for(slug: str, page: CommentPage, viewer: int | None) -> list[Comment]:
+    """A page of the article's comments, newest first; NotFound for an unknown slug."""
+    with get_db().read() as conn:
+        rows = repo.comments_of(conn, _article_id(conn, slug), page.limit, page.offset)
+        return _comments(conn, rows, viewer)
+
+
+def add(author_id: int, slug: str, body: str) -> Comment:
+    """Comment on an article; NotFound for an unknown slug."""
+    db = get_db()
+    with db.transaction() as conn:
+        comment_id = repo.insert_comment(conn, _article_id(conn, slug), author_id, body, timefmt.now(db.dialect))
+        row = repo.comment(conn, comment_id)
+        assert row is not None
+        return _comments(conn, [row], author_id)[0]
+
+
+def delete(viewer: int, slug: str, comment_id: int) -> None:
+    """Delete a comment: NotFound unless it belongs to the article, Forbidden unless `viewer` wrote it."""
+    with get_db().transaction() as conn:
+        article_id = _article_id(conn, slug)
+        row = repo.comment(conn, comment_id) if comment_id <= MAX_ID else None
+        if row is None or row.article_id != article_id:
+            raise NotFound(messages.COMMENT_NOT_FOUND)
+        if row.author_id != viewer:
+            raise Forbidden()
+        repo.delete_comment(conn, comment_id)

@@ -1,0 +1,111 @@
+"""Engine and pool per app, and the two ways to use them.
+
+`read()` gives an autocommit connection for queries (no BEGIN/ROLLBACK round
+trips); `transaction()` gives a connection inside one transaction that commits
+when the block ends and rolls back on any exception. Services own
+transactions; repositories only take a connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from flask import Flask, current_app
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+SQLITE_BEGIN_READ = "BEGIN DEFERRED"
+# Writers take the lock up front: a deferred transaction that reads and then
+# writes can fail with "database is locked" without waiting for the busy timeout.
+SQLITE_BEGIN_WRITE = "BEGIN IMMEDIATE"
+
+
+class Database:
+    """The engine of one app, kept in `app.extensions["db"]`."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name  # "postgresql" or "sqlite"
+        self._reader = engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self._reader.connect() as conn:
+            yield conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        with self.engine.connect().execution_options(write=True) as conn, conn.begin():
+            yield conn
+
+
+def build_engine(settings: dict[str, Any]) -> Engine:
+    url = make_url(settings["DATABASE_URL"])
+    if url.get_backend_name() == "sqlite":
+        return _sqlite_engine(url)
+    if url.get_backend_name() != "postgresql":
+        raise ValueError(f"unsupported DATABASE_URL backend {url.get_backend_name()!r}")
+    url = url.set(drivername="postgresql+psycopg2")
+    options = (
+        f"-c statement_timeout={int(settings['DB_STATEMENT_TIMEOUT_MS'])} "
+        "-c idle_in_transaction_session_timeout=10000"
+    )
+    return create_engine(
+        url,
+        pool_size=settings["DB_POOL_SIZE"],
+        max_overflow=settings["DB_MAX_OVERFLOW"],
+        pool_timeout=settings["DB_POOL_TIMEOUT"],
+        pool_recycle=settings["DB_POOL_RECYCLE"],
+        pool_pre_ping=True,
+        pool_use_lifo=True,
+        connect_args={
+            "connect_timeout": max(1, int(settings["DB_CONNECT_TIMEOUT"])),
+            "options": options,
+            "application_name": "conduit",
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+        },
+    )
+
+
+def _sqlite_engine(url: Any) -> Engine:
+    if url.database and url.database != ":memory:":
+        from pathlib import Path
+
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": 10, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the sqlite3 module, decide where transactions begin.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA foreign_keys = ON")
+        cur.execute("PRAGMA journal_mode = WAL")
+        cur.execute("PRAGMA synchronous = NORMAL")
+        cur.execute("PRAGMA busy_timeout = 10000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        if conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+            return
+        write = conn.get_execution_options().get("write")
+        conn.exec_driver_sql(SQLITE_BEGIN_WRITE if write else SQLITE_BEGIN_READ)
+
+    return engine
+
+
+def init_app(app: Flask) -> Database:
+    database = Database(build_engine(app.config))
+    app.extensions["db"] = database
+    return database
+
+
+def get_db() -> Database:
+    db: Database = current_app.extensions["db"]
+    return db

@@ -1,0 +1,71 @@
+"""Versioned schema files and the runner that applies them.
+
+Files live in `migrations/<dialect>/NNNN_name.sql`, one set per dialect side by
+side. `upgrade()` applies the missing ones in order, each in the same
+transaction as its row in `schema_migrations`, under a lock, so that several
+replicas starting at once apply every file exactly once.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Connection, Engine, text
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+# Any fixed 64-bit number; it names "the migration lock" for pg_advisory_xact_lock.
+LOCK_ID = 4_210_042_001
+
+CREATE_MIGRATIONS_TABLE = text(
+    "CREATE TABLE IF NOT EXISTS schema_migrations (version TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+)
+TAKE_PG_LOCK = text("SELECT pg_advisory_xact_lock(:lock_id)")
+SELECT_APPLIED = text("SELECT version FROM schema_migrations")
+INSERT_APPLIED = text("INSERT INTO schema_migrations (version, applied_at) VALUES (:version, CURRENT_TIMESTAMP)")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: str
+    path: Path
+
+    def statements(self) -> list[str]:
+        """The file split into statements: at a semicolon that ends a line."""
+        body = "\n".join(line for line in self.path.read_text().splitlines() if not line.lstrip().startswith("--"))
+        return [part.strip() for part in re.split(r";\s*(?:\n|$)", body) if part.strip()]
+
+
+def available(dialect: str) -> list[Migration]:
+    return [Migration(p.stem, p) for p in sorted((MIGRATIONS / dialect).glob("[0-9][0-9][0-9][0-9]_*.sql"))]
+
+
+def applied(conn: Connection) -> set[str]:
+    conn.execute(CREATE_MIGRATIONS_TABLE)
+    return {row[0] for row in conn.execute(SELECT_APPLIED)}
+
+
+def upgrade(engine: Engine) -> list[str]:
+    """Apply every pending migration; the versions applied by this call."""
+    done: list[str] = []
+    # SQLite: BEGIN IMMEDIATE (see db.py) serializes concurrent runners.
+    with engine.connect().execution_options(write=True) as conn, conn.begin():
+        if engine.dialect.name == "postgresql":
+            conn.execute(TAKE_PG_LOCK, {"lock_id": LOCK_ID})
+        seen = applied(conn)
+        for migration in available(engine.dialect.name):
+            if migration.version in seen:
+                continue
+            for statement in migration.statements():
+                conn.exec_driver_sql(statement)
+            conn.execute(INSERT_APPLIED, {"version": migration.version})
+            done.append(migration.version)
+    return done
+
+
+def pending(engine: Engine) -> list[str]:
+    """Versions not applied yet (readiness checks use this)."""
+    with engine.connect() as conn:
+        seen = applied(conn)
+    return [m.version for m in available(engine.dialect.name) if m.version not in seen]

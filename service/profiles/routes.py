@@ -1,0 +1,31 @@
+"""Public profiles and following."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response
+
+from service.auth import current_user_id, viewer_id
+from service.profiles import service
+from service.profiles.schemas import ProfileResponse
+from service.web import endpoint, respond
+
+bp = Blueprint("profiles", __name__)
+TAG = "Profile"
+
+
+@bp.get("/profiles/<username>")
+@endpoint("Get a profile", tag=TAG, auth="optional", responses={200: ProfileResponse})
+def get_profile(username: str) -> Response:
+    return respond(ProfileResponse(service.get(username, viewer_id())))
+
+
+@bp.post("/profiles/<username>/follow")
+@endpoint("Follow a user", tag=TAG, auth="required", responses={200: ProfileResponse})
+def follow(username: str) -> Response:
+    return respond(ProfileResponse(service.set_following(current_user_id(), username, True)))
+
+
+@bp.delete("/profiles/<username>/follow")
+@endpoint("Unfollow a user", tag=TAG, auth="required", responses={200: ProfileResponse})
+def unfollow(username: str) -> Response:
+    return respond(ProfileResponse(service.set_following(current_user_id(), username, False)))

@@ -1,0 +1,42 @@
+"""Use cases for public profiles and following."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Row
+
+from service import timefmt
+from service.db import get_db
+from service.errors import Invalid, NotFound, messages
+from service.profiles import repository as repo
+from service.profiles.schemas import Profile
+
+
+def to_profile(row: Row[Any], following: bool) -> Profile:
+    return Profile(username=row.username, bio=row.bio, image=row.image, following=following)
+
+
+def get(username: str, viewer: int | None) -> Profile:
+    """The profile as `viewer` sees it; NotFound for an unknown username."""
+    with get_db().read() as conn:
+        row = repo.profile(conn, username, viewer)
+    if row is None:
+        raise NotFound(messages.PROFILE_NOT_FOUND)
+    return to_profile(row, bool(row.following))
+
+
+def set_following(viewer: int, username: str, following: bool) -> Profile:
+    """Follow or unfollow `username` (idempotent); NotFound for an unknown username."""
+    db = get_db()
+    with db.transaction() as conn:
+        row = repo.profile(conn, username, viewer)
+        if row is None:
+            raise NotFound(messages.PROFILE_NOT_FOUND)
+        if row.id == viewer and following:
+            raise Invalid(messages.CANNOT_FOLLOW_SELF)
+        if following:
+            repo.follow(conn, viewer, row.id, timefmt.now(db.dialect))
+        else:
+            repo.unfollow(conn, viewer, row.id)
+    return to_profile(row, following)

@@ -1,0 +1,31 @@
+"""Field types shared by every domain's schemas, and the error body.
+
+Limits are declared here once; they validate requests and appear as
+`maxLength`/`pattern` in the OpenAPI document.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
+
+NO_NUL = r"^[^\x00]*$"
+
+
+class ErrorBody(msgspec.Struct):
+    body: list[str]
+
+
+class GenericError(msgspec.Struct):
+    """Every error response: `{"errors": {"body": ["..."]}}`."""
+
+    errors: ErrorBody
+
+
+class Page(msgspec.Struct, forbid_unknown_fields=False):
+    """Paging parameters shared by list endpoints."""
+
+    limit: Annotated[int, Meta(ge=1, le=100, description="Items per page (1-100).")] = 20
+    offset: Annotated[int, Meta(ge=0, le=100_000, description="Items to skip (0-100000).")] = 0

@@ -1,0 +1,22 @@
+"""The tag cloud."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response
+
+from service.tags import service
+from service.tags.schemas import TagsResponse
+from service.web import endpoint, respond
+
+bp = Blueprint("tags", __name__)
+
+
+@bp.get("/tags")
+@endpoint(
+    "Get tags",
+    tag="Tags",
+    responses={200: TagsResponse},
+    description="The 100 most used tags, most used first.",
+)
+def list_tags() -> Response:
+    return respond(TagsResponse(service.popular()))

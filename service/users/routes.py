@@ -1,0 +1,51 @@
+"""Accounts: registration, login, the current user."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response
+
+from service.auth import current_user_id
+from service.schemas import GenericError
+from service.users import service
+from service.users.schemas import LoginUserRequest, NewUserRequest, UpdateUserRequest, UserResponse
+from service.web import endpoint, respond
+
+bp = Blueprint("users", __name__)
+TAG = "User and Authentication"
+
+
+@bp.post("/users/login")
+@endpoint(
+    "Log in with email and password",
+    tag=TAG,
+    body=LoginUserRequest,
+    responses={200: UserResponse, 401: GenericError},
+)
+def login(body: LoginUserRequest) -> Response:
+    return respond(UserResponse(service.login(body.user.email, body.user.password)))
+
+
+@bp.post("/users")
+@endpoint("Register a new user", tag=TAG, body=NewUserRequest, responses={201: UserResponse})
+def register(body: NewUserRequest) -> Response:
+    return respond(UserResponse(service.register(body.user)), 201)
+
+
+@bp.get("/user")
+@endpoint("Get the current user", tag=TAG, auth="required", responses={200: UserResponse})
+def current_user() -> Response:
+    return respond(UserResponse(service.current(current_user_id())))
+
+
+@bp.put("/user")
+@endpoint(
+    "Update the current user",
+    tag=TAG,
+    auth="required",
+    body=UpdateUserRequest,
+    responses={200: UserResponse},
+    description="Only the fields present are changed; `bio` and `image` may be set to null.",
+)
+def update_user(body: UpdateUserRequest) -> Response:
+    return respond(UserResponse(service.update(current_user_id(), body.user)))
+

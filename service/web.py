@@ -1,0 +1,109 @@
+"""How a route declares itself: `@endpoint(...)` parses and documents in one place.
+
+The decorator is the single source of truth for a route's auth mode, request
+body, query parameters and responses: it applies them at run time and leaves
+them on the view function for `service.openapi` to publish, so the document
+cannot drift from what the code does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import wraps
+from typing import Any, Literal, TypeVar, cast
+
+import msgspec
+from flask import Response, request
+
+from service import auth as authn
+from service.errors import Invalid
+
+F = TypeVar("F", bound=Callable[..., Any])
+AuthMode = Literal["required", "optional", "none"]
+
+_encoder = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True)
+class Operation:
+    summary: str
+    tag: str
+    auth: AuthMode = "none"
+    body: type | None = None
+    query: type | None = None
+    # status -> response type (a msgspec Struct) or None for an empty body
+    responses: dict[int, type | None] = field(default_factory=dict)
+    description: str = ""
+
+
+def endpoint(
+    summary: str,
+    *,
+    tag: str,
+    responses: dict[int, type | None],
+    auth: AuthMode = "none",
+    body: type | None = None,
+    query: type | None = None,
+    description: str = "",
+) -> Callable[[F], F]:
+    """Declare a view's contract; the view receives `body=` and `query=` already validated."""
+    op = Operation(summary, tag, auth, body, query, responses, description)
+
+    def decorate(fn: F) -> F:
+        @wraps(fn)
+        def view(*args: Any, **kwargs: Any) -> Any:
+            if op.query is not None:
+                kwargs["query"] = parse_query(op.query)
+            if op.body is not None:
+                kwargs["body"] = parse_body(op.body)
+            return fn(*args, **kwargs)
+
+        wrapped: Any = view
+        if auth == "required":
+            wrapped = authn.auth_required(view)
+        elif auth == "optional":
+            wrapped = authn.auth_optional(view)
+        wrapped.__openapi__ = op
+        return cast(F, wrapped)
+
+    return decorate
+
+
+_decoders: dict[type, msgspec.json.Decoder[Any]] = {}
+
+
+def parse_body(kind: type[Any]) -> Any:
+    """Decode and validate the JSON body as `kind`; any problem is a 422."""
+    decoder = _decoders.get(kind)
+    if decoder is None:
+        decoder = _decoders[kind] = msgspec.json.Decoder(kind)
+    data = request.get_data(cache=False)
+    if not data:
+        raise Invalid("request body is empty; expected a JSON object")
+    try:
+        return decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise Invalid(f"invalid body: {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise Invalid(f"malformed JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise Invalid("malformed JSON: nested too deeply") from exc
+
+
+def parse_query(kind: type[Any]) -> Any:
+    """Convert query parameters to `kind` (strings to ints as declared); problems are 422."""
+    args = {key: request.args.get(key) for key in request.args}
+    try:
+        return msgspec.convert(args, kind, strict=False)
+    except msgspec.ValidationError as exc:
+        raise Invalid(f"invalid query parameter: {exc}") from exc
+
+
+def respond(payload: Any, status: int = 200) -> Response:
+    """Encode `payload` (Structs, dicts, lists) as the JSON response."""
+    return Response(_encoder.encode(payload), status=status, mimetype="application/json")
+
+
+def no_content() -> Response:
+    return Response(status=204)
