@@ -49,8 +49,7 @@ def build_engine(settings: dict[str, Any]) -> Engine:
         raise ValueError(f"unsupported DATABASE_URL backend {url.get_backend_name()!r}")
     url = url.set(drivername="postgresql+psycopg2")
     options = (
-        f"-c statement_timeout={int(settings['DB_STATEMENT_TIMEOUT_MS'])} "
-        "-c idle_in_transaction_session_timeout=10000"
+        f"-c statement_timeout={int(settings['DB_STATEMENT_TIMEOUT_MS'])} -c idle_in_transaction_session_timeout=10000"
     )
     return create_engine(
         url,

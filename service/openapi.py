@@ -38,7 +38,7 @@ def _parameters(rule_path: str, op: Operation) -> list[dict[str, Any]]:
         kind = "integer" if match["converter"] == "int" else "string"
         params.append({"name": match["name"], "in": "path", "required": True, "schema": {"type": kind}})
     if op.query is not None:
-        (_, ), defs = msgspec.json.schema_components([op.query], ref_template=REF)
+        (_,), defs = msgspec.json.schema_components([op.query], ref_template=REF)
         for name, schema in defs[op.query.__name__]["properties"].items():
             schema = dict(schema)
             description = schema.pop("description", "")
@@ -81,7 +81,9 @@ def _operation(rule_path: str, method: str, op: Operation, types: set[type]) -> 
     responses: dict[int, type | None] = {status: GenericError for status in errors}
     responses.update(op.responses)
     for status, kind in sorted(responses.items()):
-        description = ERROR_TEXT.get(status, "OK") if kind is GenericError else ("No content" if status == 204 else "OK")
+        description = (
+            ERROR_TEXT.get(status, "OK") if kind is GenericError else ("No content" if status == 204 else "OK")
+        )
         entry: dict[str, Any] = {"description": description}
         if kind is not None:
             types.add(kind)

@@ -17,4 +17,5 @@ def iso(value: Any) -> str:
     if isinstance(value, str):
         return value
     value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    stamp: str = value.strftime("%Y-%m-%dT%H:%M:%S.")
+    return f"{stamp}{value.microsecond // 1000:03d}Z"

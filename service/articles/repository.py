@@ -85,9 +85,12 @@ INSERT_FAVORITE = text(
     """
 )
 
-DELETE_FAVORITE = text("DELETE FROM favorites WHERE user_id = :user_id AND article_id = :article_id RETURNING article_id")
+DELETE_FAVORITE = text(
+    "DELETE FROM favorites WHERE user_id = :user_id AND article_id = :article_id RETURNING article_id"
+)
 
 ADD_TO_FAVORITES_COUNT = text("UPDATE articles SET favorites_count = favorites_count + :delta WHERE id = :id")
+
 
 def article_by_slug(conn: Connection, slug: str) -> Row[Any] | None:
     """The article with its author's public columns, or None."""
@@ -127,9 +130,18 @@ def favorited_among(conn: Connection, viewer: int | None, article_ids: Sequence[
     return {row[0] for row in conn.execute(SELECT_FAVORITED_AMONG, {"viewer": viewer, "ids": list(article_ids)})}
 
 
-def insert_article(conn: Connection, slug: str, author_id: int, title: str, description: str, body: str, now: Any) -> int | None:
+def insert_article(
+    conn: Connection, slug: str, author_id: int, title: str, description: str, body: str, now: Any
+) -> int | None:
     """The new article's id, or None when `slug` is taken."""
-    params = {"slug": slug, "author_id": author_id, "title": title, "description": description, "body": body, "now": now}
+    params = {
+        "slug": slug,
+        "author_id": author_id,
+        "title": title,
+        "description": description,
+        "body": body,
+        "now": now,
+    }
     return conn.execute(INSERT_ARTICLE, params).scalar_one_or_none()
 
 
@@ -162,4 +174,3 @@ def remove_favorite(conn: Connection, user_id: int, article_id: int) -> bool:
     if removed is not None:
         conn.execute(ADD_TO_FAVORITES_COUNT, {"id": article_id, "delta": -1})
     return removed is not None
-

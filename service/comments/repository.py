@@ -12,7 +12,9 @@ _COMMENT_COLUMNS = """
 """
 
 SELECT_COMMENTS_OF_ARTICLE = text(
-    "SELECT" + _COMMENT_COLUMNS + """
+    "SELECT"
+    + _COMMENT_COLUMNS
+    + """
     FROM comments c JOIN users u ON u.id = c.author_id
     WHERE c.article_id = :article_id
     ORDER BY c.id DESC

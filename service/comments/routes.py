@@ -27,7 +27,9 @@ def list_comments(slug: str, query: CommentPage) -> Response:
 
 
 @bp.post("/articles/<slug>/comments")
-@endpoint("Comment on an article", tag=TAG, auth="required", body=NewCommentRequest, responses={200: SingleCommentResponse})
+@endpoint(
+    "Comment on an article", tag=TAG, auth="required", body=NewCommentRequest, responses={200: SingleCommentResponse}
+)
 def add_comment(slug: str, body: NewCommentRequest) -> Response:
     return respond(SingleCommentResponse(service.add(current_user_id(), slug, body.comment.body)))
 

@@ -10,12 +10,11 @@ from sqlalchemy import Connection, Row
 from service import timefmt
 from service.articles import repository as articles_repo
 from service.comments import repository as repo
-from service.comments.schemas import Comment
+from service.comments.schemas import Comment, CommentPage
 from service.db import get_db
 from service.errors import Forbidden, NotFound, messages
 from service.profiles import repository as profiles_repo
 from service.profiles.service import to_profile
-from service.comments.schemas import CommentPage
 
 # Ids are 64-bit; a larger number in the URL cannot name a comment.
 MAX_ID = 2**63 - 1

@@ -48,4 +48,3 @@ def current_user() -> Response:
 )
 def update_user(body: UpdateUserRequest) -> Response:
     return respond(UserResponse(service.update(current_user_id(), body.user)))
-

@@ -18,7 +18,9 @@ Username = Annotated[
 ]
 Email = Annotated[
     str,
-    Meta(min_length=3, max_length=254, pattern=r"^[^@\s\x00]+@[^@\s\x00]+$", description="Compared case-insensitively."),
+    Meta(
+        min_length=3, max_length=254, pattern=r"^[^@\s\x00]+@[^@\s\x00]+$", description="Compared case-insensitively."
+    ),
 ]
 NewPassword = Annotated[str, Meta(min_length=8, max_length=256, pattern=NO_NUL, description="8-256 characters.")]
 Password = Annotated[str, Meta(min_length=1, max_length=256)]
@@ -49,8 +51,8 @@ class UpdateUser(msgspec.Struct):
     email: Email | UnsetType = UNSET
     username: Username | UnsetType = UNSET
     password: NewPassword | UnsetType = UNSET
-    bio: Bio | None | UnsetType = UNSET
-    image: Image | None | UnsetType = UNSET
+    bio: Bio | UnsetType | None = UNSET
+    image: Image | UnsetType | None = UNSET
 
 
 class UpdateUserRequest(msgspec.Struct):

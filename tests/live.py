@@ -1,0 +1,63 @@
+"""A real gunicorn + gevent server for tests that need one (e2e, concurrency)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def live_server(database_url: str, workers: int = 2, **env: str) -> Iterator[str]:
+    """Migrate `database_url`, start gunicorn on a free port, yield its base URL, stop it."""
+    port = free_port()
+    environ = {
+        **os.environ,
+        "APP_ENV": "testing",
+        "DATABASE_URL": database_url,
+        "PORT": str(port),
+        "WEB_CONCURRENCY": str(workers),
+        "ACCESS_LOG": "",
+        **env,
+    }
+    bin_dir = Path(sys.executable).parent
+    subprocess.run([bin_dir / "flask", "--app", "service", "db", "upgrade"], env=environ, cwd=ROOT, check=True)
+    log = open(ROOT / "var" / f"gunicorn-{port}.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [bin_dir / "gunicorn", "-c", "gunicorn.conf.py"], env=environ, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(base + "/healthz", timeout=1) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"gunicorn did not start; see {log.name}") from None
+                time.sleep(0.1)
+        yield base
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
