@@ -19,7 +19,13 @@ worker_class = "gevent"
 
 # Worker processes (1 - 2x cores). CPU-bound Python work (JSON, routing) runs
 # one request at a time per process, so about one worker per core; measure.
-workers = int(os.environ.get("WEB_CONCURRENCY", os.cpu_count() or 1))
+# Without REDIS_URL the default is 1: the in-process cache is per process.
+workers = int(os.environ.get("WEB_CONCURRENCY") or ((os.cpu_count() or 1) if os.environ.get("REDIS_URL") else 1))
+
+# Several workers cannot share an in-process cache: one worker would keep
+# serving what another has just changed. Without Redis they run uncached.
+if workers > 1 and not os.environ.get("REDIS_URL") and os.environ.get("CACHE_TYPE", "SimpleCache") == "SimpleCache":
+    os.environ["CACHE_TYPE"] = "NullCache"
 
 # Greenlets per worker = concurrent connections it holds, idle keep-alive
 # connections included (100-5000). Keep it well above the load balancer's

@@ -48,15 +48,25 @@ class BaseConfig:
 
     # Largest accepted request body, bytes (larger gets 413).
     MAX_CONTENT_LENGTH = 1024 * 1024
-    # Page size bounds for list endpoints.
-    PAGE_LIMIT_DEFAULT = 20
-    PAGE_LIMIT_MAX = 100
-    PAGE_OFFSET_MAX = 100_000
-
-    # flask-caching: in-process by default, Redis when REDIS_URL is set.
+    # flask-caching: in-process by default, Redis when REDIS_URL is set,
+    # NullCache to switch caching off.
     REDIS_URL: str | None = None
     CACHE_TYPE = "SimpleCache"
+    # Seconds a cached response lives (5-600). Correctness after writes comes
+    # from generation counters; this TTL only bounds staleness when an
+    # invalidation could not reach Redis.
     CACHE_DEFAULT_TIMEOUT = 60
+    # Seconds a generation counter lives after its last bump (must be far
+    # longer than CACHE_DEFAULT_TIMEOUT).
+    CACHE_GENERATION_TTL = 7 * 24 * 3600
+    # Seconds one Redis call may take before it counts as failed (0.02-1).
+    CACHE_SOCKET_TIMEOUT = 0.1
+    # Seconds a worker bypasses Redis after a failure (1-60): a hung Redis costs
+    # one timeout per period per worker, not one per request.
+    CACHE_BREAKER_SECONDS = 5.0
+    # Namespace of every key; bump the version on incompatible deploys, and use
+    # one prefix per database when several deployments share a Redis.
+    CACHE_KEY_PREFIX = "conduit:v1:"
 
     # Logging level for the service's own loggers.
     LOG_LEVEL = "INFO"
@@ -97,9 +107,12 @@ ENV_OVERRIDES: dict[str, type] = {
     "JWT_TTL_SECONDS": int,
     "PASSWORD_HASH_THREADS": int,
     "MAX_CONTENT_LENGTH": int,
-    "PAGE_LIMIT_MAX": int,
     "REDIS_URL": str,
     "CACHE_TYPE": str,
+    "CACHE_DEFAULT_TIMEOUT": int,
+    "CACHE_SOCKET_TIMEOUT": float,
+    "CACHE_BREAKER_SECONDS": float,
+    "CACHE_KEY_PREFIX": str,
     "LOG_LEVEL": str,
 }
 
@@ -138,5 +151,7 @@ def _check(settings: dict[str, Any]) -> None:
             "production needs SECRET_KEY: a random string of at least 32 characters, "
             "for example the output of `python -c 'import secrets; print(secrets.token_urlsafe(48))'`"
         )
-    if not 1 <= settings["PAGE_LIMIT_MAX"] <= 1000:
-        raise ConfigError("PAGE_LIMIT_MAX must be between 1 and 1000")
+    if settings["CACHE_TYPE"] not in ("SimpleCache", "RedisCache", "NullCache"):
+        raise ConfigError("CACHE_TYPE must be SimpleCache, RedisCache or NullCache")
+    if settings["CACHE_TYPE"] == "RedisCache" and not settings["REDIS_URL"]:
+        raise ConfigError("CACHE_TYPE=RedisCache needs REDIS_URL")

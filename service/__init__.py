@@ -36,12 +36,14 @@ def configure_logging(app: Flask) -> None:
 
 
 def register_extensions(app: Flask) -> None:
-    from service import auth, db, green
+    from service import auth, cache, db, green, httpcache
 
     database = db.init_app(app)
     if database.dialect == "postgresql" and _gevent_active():
         green.install(app.config["DB_CONNECT_TIMEOUT"])
     auth.init_app(app)
+    cache.init_app(app)
+    httpcache.init_app(app)
 
 
 def register_blueprints(app: Flask) -> None:

@@ -22,6 +22,7 @@ from gevent.threadpool import ThreadPool
 from service.errors import Unauthorized
 
 ALGORITHM = "HS256"
+MAX_USER_ID = 2**63 - 1
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -75,9 +76,13 @@ def decode_token(token: str) -> int:
             algorithms=[ALGORITHM],
             options={"require": ["exp", "sub"]},
         )
-        return int(claims["sub"])
+        user_id = int(claims["sub"])
     except (jwt.InvalidTokenError, ValueError, TypeError) as exc:
         raise Unauthorized() from exc
+    # Ids are positive 64-bit integers; anything else names no user (and overflows SQLite).
+    if not 0 < user_id <= MAX_USER_ID:
+        raise Unauthorized()
+    return user_id
 
 
 def _token_from_header() -> str | None:

@@ -31,6 +31,7 @@ class messages:  # noqa: N801 - a namespace of constants
     UNAVAILABLE = "service temporarily unavailable, retry shortly"
     INTERNAL = "internal server error"
     TOO_LARGE = "request body is too large"
+    PRECONDITION_FAILED = "the resource has changed since you read it (If-Match does not match)"
 
 
 class APIError(Exception):
@@ -61,6 +62,11 @@ class Forbidden(APIError):
 class NotFound(APIError):
     status = 404
     message = "not found"
+
+
+class PreconditionFailed(APIError):
+    status = 412
+    message = messages.PRECONDITION_FAILED
 
 
 class Unavailable(APIError):

@@ -27,6 +27,7 @@ ERROR_TEXT = {
     403: "Not the owner of the resource",
     404: "Not found",
     413: "Request body too large",
+    412: "If-Match does not match the current ETag",
     422: "Invalid request",
     503: "A dependency is unavailable; retry after `Retry-After` seconds",
 }

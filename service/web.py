@@ -17,7 +17,7 @@ import msgspec
 from flask import Response, request
 
 from service import auth as authn
-from service.errors import Invalid
+from service.errors import Invalid, NotFound
 
 F = TypeVar("F", bound=Callable[..., Any])
 AuthMode = Literal["required", "optional", "none"]
@@ -53,6 +53,9 @@ def endpoint(
     def decorate(fn: F) -> F:
         @wraps(fn)
         def view(*args: Any, **kwargs: Any) -> Any:
+            # No slug or username holds a NUL byte (and PostgreSQL refuses one in text).
+            if any(isinstance(value, str) and "\x00" in value for value in kwargs.values()):
+                raise NotFound()
             if op.query is not None:
                 kwargs["query"] = parse_query(op.query)
             if op.body is not None:
@@ -89,6 +92,8 @@ def parse_body(kind: type[Any]) -> Any:
         raise Invalid(f"malformed JSON: {exc}") from exc
     except RecursionError as exc:
         raise Invalid("malformed JSON: nested too deeply") from exc
+    except UnicodeDecodeError as exc:
+        raise Invalid("malformed JSON: invalid UTF-8") from exc
 
 
 def parse_query(kind: type[Any]) -> Any:
@@ -100,9 +105,15 @@ def parse_query(kind: type[Any]) -> Any:
         raise Invalid(f"invalid query parameter: {exc}") from exc
 
 
+def encode(payload: Any) -> bytes:
+    """JSON bytes of `payload` (Structs, dicts, lists)."""
+    return _encoder.encode(payload)
+
+
 def respond(payload: Any, status: int = 200) -> Response:
-    """Encode `payload` (Structs, dicts, lists) as the JSON response."""
-    return Response(_encoder.encode(payload), status=status, mimetype="application/json")
+    """`payload` as the JSON response; bytes are taken as already-encoded JSON."""
+    body = payload if isinstance(payload, bytes) else _encoder.encode(payload)
+    return Response(body, status=status, mimetype="application/json")
 
 
 def no_content() -> Response:

@@ -69,7 +69,9 @@ def pg_url() -> Iterator[str]:
 
 
 def build_app(database_url: str, **overrides: Any) -> Flask:
-    app = create_app({"DATABASE_URL": database_url, **overrides}, env={"APP_ENV": "testing"})
+    """An app on `database_url` with its own cache namespace, migrated."""
+    settings = {"DATABASE_URL": database_url, "CACHE_KEY_PREFIX": f"test:{secrets.token_hex(4)}:", **overrides}
+    app = create_app(settings, env={"APP_ENV": "testing"})
     migrate.upgrade(app.extensions["db"].engine)
     return app
 
@@ -80,6 +82,7 @@ def pg_app(pg_url: str) -> Flask:
 
 
 def _reset(app: Flask) -> None:
+    app.extensions["shared_cache"].backend.clear()
     with app.app_context(), get_db().transaction() as conn:
         if get_db().dialect == "postgresql":
             conn.execute(text("TRUNCATE " + ", ".join(TABLES) + " RESTART IDENTITY CASCADE"))
@@ -148,3 +151,19 @@ def count_statements(app: Flask) -> Iterator[list[str]]:
         yield statements
     finally:
         event.remove(engine, "before_cursor_execute", record)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The Redis from REDIS_URL (default: local); skipped locally, failed in CI, when it is down."""
+    import redis
+
+    url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    try:
+        redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        message = f"Redis at {url} is unavailable: {exc}"
+        if _services_required():
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    return url

@@ -33,10 +33,12 @@ def live_server(database_url: str, workers: int = 2, **env: str) -> Iterator[str
         "PORT": str(port),
         "WEB_CONCURRENCY": str(workers),
         "ACCESS_LOG": "",
+        "CACHE_KEY_PREFIX": f"test:{port}:{time.time_ns()}:",
         **env,
     }
     bin_dir = Path(sys.executable).parent
     subprocess.run([bin_dir / "flask", "--app", "service", "db", "upgrade"], env=environ, cwd=ROOT, check=True)
+    (ROOT / "var").mkdir(exist_ok=True)  # var/ is git-ignored: absent in a fresh clone
     log = open(ROOT / "var" / f"gunicorn-{port}.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [bin_dir / "gunicorn", "-c", "gunicorn.conf.py"], env=environ, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT

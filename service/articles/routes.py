@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, request
 
 from service.articles import service
 from service.articles.schemas import (
@@ -13,7 +13,7 @@ from service.articles.schemas import (
     UpdateArticleRequest,
 )
 from service.auth import current_user_id, viewer_id
-from service.schemas import Page
+from service.schemas import GenericError, Page
 from service.web import endpoint, no_content, respond
 
 bp = Blueprint("articles", __name__)
@@ -29,8 +29,7 @@ bp = Blueprint("articles", __name__)
     description="Newest first. `articlesCount` is the number of all matches, not the page length.",
 )
 def list_articles(query: ListQuery) -> Response:
-    articles, total = service.list_articles(query, viewer_id())
-    return respond(MultipleArticlesResponse(articles, total))
+    return respond(service.list_articles(query, viewer_id()))
 
 
 @bp.get("/articles/feed")
@@ -43,8 +42,7 @@ def list_articles(query: ListQuery) -> Response:
     description="Newest first.",
 )
 def feed(query: Page) -> Response:
-    articles, total = service.feed(query, current_user_id())
-    return respond(MultipleArticlesResponse(articles, total))
+    return respond(service.feed(query, current_user_id()))
 
 
 @bp.post("/articles")
@@ -63,7 +61,7 @@ def create_article(body: NewArticleRequest) -> Response:
 @bp.get("/articles/<slug>")
 @endpoint("Get an article", tag="Articles", auth="optional", responses={200: SingleArticleResponse})
 def get_article(slug: str) -> Response:
-    return respond(SingleArticleResponse(service.get(slug, viewer_id())))
+    return respond(service.get(slug, viewer_id()))
 
 
 @bp.put("/articles/<slug>")
@@ -72,11 +70,13 @@ def get_article(slug: str) -> Response:
     tag="Articles",
     auth="required",
     body=UpdateArticleRequest,
-    responses={200: SingleArticleResponse},
-    description="Only the author may update. The slug does not change with the title.",
+    responses={200: SingleArticleResponse, 412: GenericError},
+    description="Only the author may update. The slug does not change with the title. With `If-Match: <ETag of "
+    "the article as you read it>` the update happens only if nobody changed it since (412 otherwise).",
 )
 def update_article(slug: str, body: UpdateArticleRequest) -> Response:
-    return respond(SingleArticleResponse(service.update(current_user_id(), slug, body.article)))
+    if_match = request.if_match if "If-Match" in request.headers else None
+    return respond(SingleArticleResponse(service.update(current_user_id(), slug, body.article, if_match)))
 
 
 @bp.delete("/articles/<slug>")

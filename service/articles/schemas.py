@@ -13,9 +13,11 @@ MAX_TAGS = 10
 Title = Annotated[str, Meta(min_length=1, max_length=256, pattern=NO_NUL)]
 Description = Annotated[str, Meta(max_length=1024, pattern=NO_NUL)]
 Body = Annotated[str, Meta(max_length=100_000, pattern=NO_NUL)]
-Tag = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[^\x00,]*\S[^\x00,]*$", description="No commas.")]
+# At least one character that is not whitespace; no commas or NUL bytes anywhere.
+TAG_PATTERN = r"^[^\x00,]*[^\x00,\s][^\x00,]*$"
+Tag = Annotated[str, Meta(min_length=1, max_length=64, pattern=TAG_PATTERN, description="No commas.")]
 TagList = Annotated[list[Tag], Meta(max_length=MAX_TAGS, description=f"At most {MAX_TAGS} tags.")]
-FilterValue = Annotated[str, Meta(max_length=256)]
+FilterValue = Annotated[str, Meta(max_length=256, pattern=NO_NUL)]
 
 
 class NewArticle(msgspec.Struct):

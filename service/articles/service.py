@@ -15,15 +15,27 @@ from typing import Any
 
 from msgspec import UNSET
 from sqlalchemy import Connection, Row
+from werkzeug.datastructures import ETags
+from werkzeug.http import generate_etag
 
-from service import timefmt
+from service import cache, timefmt
 from service.articles import repository as repo
-from service.articles.schemas import Article, ArticleSummary, ListQuery, NewArticle, UpdateArticle
+from service.articles.schemas import (
+    Article,
+    ArticleSummary,
+    ListQuery,
+    MultipleArticlesResponse,
+    NewArticle,
+    SingleArticleResponse,
+    UpdateArticle,
+)
 from service.db import get_db
-from service.errors import Forbidden, NotFound, Unavailable, messages
+from service.errors import Forbidden, NotFound, PreconditionFailed, Unavailable, messages
+from service.personalize import personalize
 from service.profiles import repository as profiles_repo
 from service.profiles.service import to_profile
 from service.schemas import Page
+from service.web import encode
 
 # Slugs that would be shadowed by a fixed route (GET /api/articles/feed).
 RESERVED_SLUGS = frozenset({"feed"})
@@ -71,26 +83,47 @@ def _require(conn: Connection, slug: str) -> Row[Any]:
     return row
 
 
-def list_articles(query: ListQuery, viewer: int | None) -> tuple[list[ArticleSummary], int]:
-    """A page of articles matching the filters, newest first, and the number of matches."""
-    with get_db().read() as conn:
-        rows, total = repo.list_articles(
-            conn, tag=query.tag, author=query.author, favorited=query.favorited, limit=query.limit, offset=query.offset
-        )
-        return _summaries(conn, rows, viewer), total
+def list_articles(query: ListQuery, viewer: int | None) -> bytes:
+    """A page of articles matching the filters, newest first, with the number of matches (encoded)."""
+
+    def load() -> bytes:
+        with get_db().read() as conn:
+            rows, total = repo.list_articles(
+                conn,
+                tag=query.tag,
+                author=query.author,
+                favorited=query.favorited,
+                limit=query.limit,
+                offset=query.offset,
+            )
+            return encode(MultipleArticlesResponse(_summaries(conn, rows, None), total))
+
+    key = cache.list_key(query.tag, query.author, query.favorited, query.limit, query.offset)
+    return personalize(cache.get_cache().fetch(key, load), viewer)
 
 
-def feed(page: Page, viewer: int) -> tuple[list[ArticleSummary], int]:
-    """A page of articles by the authors `viewer` follows, newest first, and their number."""
+def feed(page: Page, viewer: int) -> bytes:
+    """A page of articles by the authors `viewer` follows, newest first, and their number (encoded).
+
+    Not cached: which articles it holds depends on the viewer.
+    """
     with get_db().read() as conn:
         rows, total = repo.list_feed(conn, viewer, limit=page.limit, offset=page.offset)
-        return _summaries(conn, rows, viewer), total
+        return encode(MultipleArticlesResponse(_summaries(conn, rows, viewer), total))
 
 
-def get(slug: str, viewer: int | None) -> Article:
-    """One article; NotFound for an unknown slug."""
-    with get_db().read() as conn:
-        return _article(conn, _require(conn, slug), viewer)
+def _article_bytes(conn: Connection, slug: str) -> bytes:
+    return encode(SingleArticleResponse(_article(conn, _require(conn, slug), None)))
+
+
+def get(slug: str, viewer: int | None) -> bytes:
+    """One article as `viewer` sees it (encoded); NotFound for an unknown slug."""
+
+    def load() -> bytes:
+        with get_db().read() as conn:
+            return _article_bytes(conn, slug)
+
+    return personalize(cache.get_cache().fetch(cache.article_key(slug), load), viewer)
 
 
 def create(author_id: int, new: NewArticle) -> Article:
@@ -109,7 +142,9 @@ def create(author_id: int, new: NewArticle) -> Article:
         else:
             raise Unavailable()
         repo.insert_tags(conn, article_id, tags)
-        return _article(conn, _require(conn, slug), author_id)
+        article = _article(conn, _require(conn, slug), author_id)
+    cache.get_cache().bump([cache.LISTS, cache.TAGS])
+    return article
 
 
 def _owned(conn: Connection, slug: str, viewer: int) -> Row[Any]:
@@ -119,23 +154,29 @@ def _owned(conn: Connection, slug: str, viewer: int) -> Row[Any]:
     return row
 
 
-def update(viewer: int, slug: str, changes: UpdateArticle) -> Article:
+def update(viewer: int, slug: str, changes: UpdateArticle, if_match: ETags | None = None) -> Article:
     """Change title, description or body; the slug stays, so links keep working.
 
-    NotFound for an unknown slug, Forbidden unless `viewer` is the author.
+    NotFound for an unknown slug, Forbidden unless `viewer` is the author,
+    PreconditionFailed when `if_match` does not name the article's current ETag.
     """
     values = {name: getattr(changes, name) for name in ("title", "description", "body")}
     db = get_db()
     with db.transaction() as conn:
         row = _owned(conn, slug, viewer)
+        if if_match and not if_match.contains(generate_etag(personalize(_article_bytes(conn, slug), viewer, conn))):
+            raise PreconditionFailed()
         repo.update_article(conn, row.id, {k: v for k, v in values.items() if v is not UNSET}, timefmt.now(db.dialect))
-        return _article(conn, _require(conn, slug), viewer)
+        article = _article(conn, _require(conn, slug), viewer)
+    cache.get_cache().bump([cache.article_gen(slug), cache.LISTS])
+    return article
 
 
 def delete(viewer: int, slug: str) -> None:
     """Delete an article with its tags, favorites and comments; NotFound or Forbidden as for update."""
     with get_db().transaction() as conn:
         repo.delete_article(conn, _owned(conn, slug, viewer).id)
+    cache.get_cache().bump([cache.article_gen(slug), cache.comments_gen(slug), cache.LISTS, cache.TAGS])
 
 
 def set_favorite(viewer: int, slug: str, favorite: bool) -> Article:
@@ -147,4 +188,6 @@ def set_favorite(viewer: int, slug: str, favorite: bool) -> Article:
             repo.add_favorite(conn, viewer, row.id, timefmt.now(db.dialect))
         else:
             repo.remove_favorite(conn, viewer, row.id)
-        return _article(conn, _require(conn, slug), viewer)
+        article = _article(conn, _require(conn, slug), viewer)
+    cache.get_cache().bump([cache.article_gen(slug), cache.LISTS])
+    return article

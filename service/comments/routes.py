@@ -23,7 +23,7 @@ TAG = "Comments"
     description="Newest first; `limit` (default 100) and `offset` page through long threads.",
 )
 def list_comments(slug: str, query: CommentPage) -> Response:
-    return respond(MultipleCommentsResponse(service.list_for(slug, query, viewer_id())))
+    return respond(service.list_for(slug, query, viewer_id()))
 
 
 @bp.post("/articles/<slug>/comments")

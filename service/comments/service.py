@@ -7,14 +7,16 @@ from typing import Any
 
 from sqlalchemy import Connection, Row
 
-from service import timefmt
+from service import cache, timefmt
 from service.articles import repository as articles_repo
 from service.comments import repository as repo
-from service.comments.schemas import Comment, CommentPage
+from service.comments.schemas import Comment, CommentPage, MultipleCommentsResponse
 from service.db import get_db
 from service.errors import Forbidden, NotFound, messages
+from service.personalize import personalize
 from service.profiles import repository as profiles_repo
 from service.profiles.service import to_profile
+from service.web import encode
 
 # Ids are 64-bit; a larger number in the URL cannot name a comment.
 MAX_ID = 2**63 - 1
@@ -41,11 +43,16 @@ def _article_id(conn: Connection, slug: str) -> int:
     return int(row.id)
 
 
-def list_for(slug: str, page: CommentPage, viewer: int | None) -> list[Comment]:
-    """A page of the article's comments, newest first; NotFound for an unknown slug."""
-    with get_db().read() as conn:
-        rows = repo.comments_of(conn, _article_id(conn, slug), page.limit, page.offset)
-        return _comments(conn, rows, viewer)
+def list_for(slug: str, page: CommentPage, viewer: int | None) -> bytes:
+    """A page of the article's comments, newest first (encoded); NotFound for an unknown slug."""
+
+    def load() -> bytes:
+        with get_db().read() as conn:
+            rows = repo.comments_of(conn, _article_id(conn, slug), page.limit, page.offset)
+            return encode(MultipleCommentsResponse(_comments(conn, rows, None)))
+
+    key = cache.comments_key(slug, page.limit, page.offset)
+    return personalize(cache.get_cache().fetch(key, load), viewer)
 
 
 def add(author_id: int, slug: str, body: str) -> Comment:
@@ -55,7 +62,9 @@ def add(author_id: int, slug: str, body: str) -> Comment:
         comment_id = repo.insert_comment(conn, _article_id(conn, slug), author_id, body, timefmt.now(db.dialect))
         row = repo.comment(conn, comment_id)
         assert row is not None
-        return _comments(conn, [row], author_id)[0]
+        comment = _comments(conn, [row], author_id)[0]
+    cache.get_cache().bump([cache.comments_gen(slug)])
+    return comment
 
 
 def delete(viewer: int, slug: str, comment_id: int) -> None:
@@ -68,3 +77,4 @@ def delete(viewer: int, slug: str, comment_id: int) -> None:
         if row.author_id != viewer:
             raise Forbidden()
         repo.delete_comment(conn, comment_id)
+    cache.get_cache().bump([cache.comments_gen(slug)])

@@ -16,7 +16,7 @@ TAG = "Profile"
 @bp.get("/profiles/<username>")
 @endpoint("Get a profile", tag=TAG, auth="optional", responses={200: ProfileResponse})
 def get_profile(username: str) -> Response:
-    return respond(ProfileResponse(service.get(username, viewer_id())))
+    return respond(service.get(username, viewer_id()))
 
 
 @bp.post("/profiles/<username>/follow")

@@ -6,24 +6,30 @@ from typing import Any
 
 from sqlalchemy import Row
 
-from service import timefmt
+from service import cache, timefmt
 from service.db import get_db
 from service.errors import Invalid, NotFound, messages
+from service.personalize import personalize
 from service.profiles import repository as repo
-from service.profiles.schemas import Profile
+from service.profiles.schemas import Profile, ProfileResponse
+from service.web import encode
 
 
 def to_profile(row: Row[Any], following: bool) -> Profile:
     return Profile(username=row.username, bio=row.bio, image=row.image, following=following)
 
 
-def get(username: str, viewer: int | None) -> Profile:
-    """The profile as `viewer` sees it; NotFound for an unknown username."""
-    with get_db().read() as conn:
-        row = repo.profile(conn, username, viewer)
-    if row is None:
-        raise NotFound(messages.PROFILE_NOT_FOUND)
-    return to_profile(row, bool(row.following))
+def get(username: str, viewer: int | None) -> bytes:
+    """The profile as `viewer` sees it (encoded); NotFound for an unknown username."""
+
+    def load() -> bytes:
+        with get_db().read() as conn:
+            row = repo.profile(conn, username, None)
+        if row is None:
+            raise NotFound(messages.PROFILE_NOT_FOUND)
+        return encode(ProfileResponse(to_profile(row, False)))
+
+    return personalize(cache.get_cache().fetch(cache.profile_key(username), load), viewer)
 
 
 def set_following(viewer: int, username: str, following: bool) -> Profile:

@@ -19,4 +19,4 @@ bp = Blueprint("tags", __name__)
     description="The 100 most used tags, most used first.",
 )
 def list_tags() -> Response:
-    return respond(TagsResponse(service.popular()))
+    return respond(service.popular())

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+from service import cache
 from service.db import get_db
 from service.tags import repository as repo
+from service.tags.schemas import TagsResponse
+from service.web import encode
 
 # The tag cloud is a summary, not an index: its size stays bounded however many
 # distinct tags exist.
 TAGS_LIMIT = 100
 
 
-def popular() -> list[str]:
-    """The most used tags (at most TAGS_LIMIT), most used first."""
-    with get_db().read() as conn:
-        return repo.popular_tags(conn, TAGS_LIMIT)
+def popular() -> bytes:
+    """The most used tags (at most TAGS_LIMIT), most used first (encoded)."""
+
+    def load() -> bytes:
+        with get_db().read() as conn:
+            return encode(TagsResponse(repo.popular_tags(conn, TAGS_LIMIT)))
+
+    return cache.get_cache().fetch(cache.tags_key(), load)

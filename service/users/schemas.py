@@ -39,7 +39,7 @@ class NewUserRequest(msgspec.Struct):
 
 
 class LoginUser(msgspec.Struct):
-    email: Annotated[str, Meta(max_length=254)]
+    email: Annotated[str, Meta(max_length=254, pattern=NO_NUL)]
     password: Password
 
 

@@ -8,7 +8,7 @@ from msgspec import UNSET
 from sqlalchemy import Row
 from sqlalchemy.exc import IntegrityError
 
-from service import timefmt
+from service import cache, timefmt
 from service.auth import issue_token, passwords
 from service.db import get_db
 from service.errors import Invalid, Unauthorized, messages
@@ -91,4 +91,6 @@ def update(user_id: int, changes: UpdateUser) -> User:
         raise _conflict(values.get("username"), values.get("email"), except_id=user_id) from None
     if row is None:
         raise Unauthorized()
+    if {"username", "bio", "image"} & values.keys():
+        cache.get_cache().bump([cache.PROFILES])
     return _user(row)

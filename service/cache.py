@@ -1,0 +1,230 @@
+"""The shared cache: versioned keys, encoded JSON bytes, and failing open.
+
+Every cache key is built here. Correctness after writes comes from generation
+counters, not deletes: a reader reads the generations *before* it reads the
+database and stores under a key that contains them; a writer bumps them
+*after* its commit. A reader that loaded the old row just before a commit can
+only store it under the old generation, which nobody asks for again. Deleting
+keys instead (even after commit) lets such a reader put the old value back.
+
+Values are response bytes (never pickle) holding only what is the same for
+every viewer; per-viewer flags are merged in per request. Redis trouble costs
+at most one short timeout per breaker period per worker: reads then go to the
+database, and every key's TTL bounds staleness when a bump could not be sent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from cachelib.serializers import BaseSerializer
+from flask import Flask, current_app
+from flask_caching import Cache as FlaskCache
+from gevent.event import AsyncResult
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+log = logging.getLogger(__name__)
+
+# Generation names. One per entity where writes are targeted, global where a
+# write can change many entries (any profile edit shows in every article list).
+PROFILES = "profiles"
+LISTS = "lists"
+TAGS = "tags"
+
+
+def article_gen(slug: str) -> str:
+    return f"article:{slug}"
+
+
+def comments_gen(slug: str) -> str:
+    return f"comments:{slug}"
+
+
+def _digest(*parts: object) -> str:
+    """A short stable name for free-form parts (filter values can be long or odd)."""
+    return hashlib.blake2b(repr(parts).encode(), digest_size=12).hexdigest()
+
+
+def article_key(slug: str) -> tuple[str, list[str]]:
+    return f"a:{_digest(slug)}", [article_gen(slug), PROFILES]
+
+
+def list_key(
+    tag: str | None, author: str | None, favorited: str | None, limit: int, offset: int
+) -> tuple[str, list[str]]:
+    return f"l:{_digest(tag, author, favorited, limit, offset)}", [LISTS, PROFILES]
+
+
+def profile_key(username: str) -> tuple[str, list[str]]:
+    return f"p:{_digest(username)}", [PROFILES]
+
+
+def comments_key(slug: str, limit: int, offset: int) -> tuple[str, list[str]]:
+    return f"c:{_digest(slug, limit, offset)}", [comments_gen(slug), PROFILES]
+
+
+def tags_key() -> tuple[str, list[str]]:
+    return "t", [TAGS]
+
+
+class BytesSerializer(BaseSerializer):
+    """Bytes as they are (marked '='), ints as ASCII so Redis INCR works. No pickle."""
+
+    def dumps(self, value: Any, protocol: int = 0) -> bytes:
+        if type(value) is int:
+            return str(value).encode("ascii")
+        if isinstance(value, bytes):
+            return b"=" + value
+        raise TypeError(f"the cache stores bytes and ints, not {type(value).__name__}")
+
+    def loads(self, value: bytes | None) -> Any:
+        if value is None:
+            return None
+        if value.startswith(b"="):
+            return value[1:]
+        return int(value)
+
+
+class SharedCache:
+    """Versioned get/fill, generation bumps, a circuit breaker and single-flight."""
+
+    def __init__(self, app: Flask) -> None:
+        cfg = app.config
+        self.ttl = int(cfg["CACHE_DEFAULT_TIMEOUT"])
+        self.gen_ttl = int(cfg["CACHE_GENERATION_TTL"])
+        self.breaker_seconds = float(cfg["CACHE_BREAKER_SECONDS"])
+        self.enabled = cfg["CACHE_TYPE"] != "NullCache"
+        config: dict[str, Any] = {
+            "CACHE_TYPE": cfg["CACHE_TYPE"],
+            "CACHE_DEFAULT_TIMEOUT": self.ttl,
+            "CACHE_KEY_PREFIX": cfg["CACHE_KEY_PREFIX"],
+            "CACHE_SERIALIZER": BytesSerializer(),
+            "CACHE_NO_NULL_WARNING": True,
+        }
+        if cfg["CACHE_TYPE"] == "RedisCache":
+            timeout = float(cfg["CACHE_SOCKET_TIMEOUT"])
+            config["CACHE_REDIS_URL"] = cfg["REDIS_URL"]
+            # redis-py's defaults block for seconds (retries with backoff) or a
+            # minute (hung server): one try, short timeouts, then the breaker.
+            config["CACHE_OPTIONS"] = {
+                "socket_timeout": timeout,
+                "socket_connect_timeout": timeout,
+                "retry": Retry(NoBackoff(), 0),
+                "health_check_interval": 30,
+            }
+        self._flask_cache = FlaskCache(app, config=config)
+        self._open_until = 0.0
+        self._inflight: dict[str, AsyncResult] = {}
+        # Failure and hit counters of this process (exported by the metrics layer).
+        self.stats = {"hits": 0, "misses": 0, "errors": 0, "bump_failures": 0}
+
+    @property
+    def backend(self) -> Any:
+        return self._flask_cache.cache
+
+    def available(self) -> bool:
+        return self.enabled and time.monotonic() >= self._open_until
+
+    def _failed(self, action: str, exc: Exception) -> None:
+        self.stats["errors"] += 1
+        self._open_until = time.monotonic() + self.breaker_seconds
+        log.warning("cache %s failed (%s); bypassing the cache for %.1fs", action, exc, self.breaker_seconds)
+
+    def generations(self, names: list[str]) -> list[int] | None:
+        """Current generation of each name (0 when never bumped); None when the cache is unavailable."""
+        if not self.available():
+            return None
+        try:
+            return [g or 0 for g in self.backend.get_many(*("g:" + n for n in names))]
+        except Exception as exc:
+            self._failed("read", exc)
+            return None
+
+    def get(self, key: str) -> bytes | None:
+        if not self.available():
+            return None
+        try:
+            value: bytes | None = self.backend.get(key)
+        except Exception as exc:
+            self._failed("read", exc)
+            return None
+        self.stats["hits" if value is not None else "misses"] += 1
+        return value
+
+    def put(self, key: str, value: bytes) -> None:
+        if not self.available():
+            return
+        try:
+            self.backend.set(key, value, timeout=self.ttl)
+        except Exception as exc:
+            self._failed("write", exc)
+
+    def bump(self, names: Iterable[str]) -> None:
+        """Invalidate every entry versioned by `names`. Call after the write committed."""
+        names = list(names)
+        if not self.enabled or not names:
+            return
+        if not self.available():
+            self.stats["bump_failures"] += 1
+            log.error("cache invalidation of %s skipped (breaker open); TTL bounds staleness", names)
+            return
+        try:
+            client = getattr(self.backend, "_write_client", None)
+            if client is None:  # in-process backend
+                for name in names:
+                    self.backend.inc("g:" + name)
+                return
+            prefix = self.backend._get_prefix()
+            pipe = client.pipeline(transaction=False)
+            for name in names:
+                pipe.incr(prefix + "g:" + name)
+                pipe.expire(prefix + "g:" + name, self.gen_ttl)
+            pipe.execute()
+        except Exception as exc:
+            self.stats["bump_failures"] += 1
+            self._failed("invalidation", exc)
+
+    def fetch(self, key_and_gens: tuple[str, list[str]], load: Callable[[], bytes]) -> bytes:
+        """The cached bytes for the key, or `load()`'s result stored under the current generations.
+
+        Concurrent misses for one key in this worker share a single `load()`.
+        """
+        base, names = key_and_gens
+        gens = self.generations(names)
+        if gens is None:
+            return load()
+        key = base + ":" + ".".join(map(str, gens))
+        value = self.get(key)
+        if value is not None:
+            return value
+        pending = self._inflight.get(key)
+        if pending is not None:
+            result: bytes = pending.get()
+            return result
+        pending = self._inflight[key] = AsyncResult()
+        try:
+            value = load()
+        except BaseException as exc:
+            pending.set_exception(exc)
+            raise
+        finally:
+            self._inflight.pop(key, None)
+        pending.set(value)
+        self.put(key, value)
+        return value
+
+
+def init_app(app: Flask) -> SharedCache:
+    cache = SharedCache(app)
+    app.extensions["shared_cache"] = cache
+    return cache
+
+
+def get_cache() -> SharedCache:
+    cache: SharedCache = current_app.extensions["shared_cache"]
+    return cache
