@@ -51,6 +51,7 @@ class Passwords:
 
 
 def init_app(app: Flask) -> None:
+    app.extensions["verified_tokens"] = {}
     app.extensions["passwords"] = Passwords(
         app.config["PASSWORD_TIME_COST"], app.config["PASSWORD_MEMORY_KIB"], app.config["PASSWORD_HASH_THREADS"]
     )
@@ -67,8 +68,19 @@ def issue_token(user_id: int) -> str:
     return jwt.encode(claims, current_app.config["SECRET_KEY"], algorithm=ALGORITHM)
 
 
+# Verified tokens per process: token -> (user id, expiry). Checking an HS256
+# signature costs ~20 us per request; a dict hit costs ~0.1 us. Only tokens that
+# passed verification enter, expiry is re-checked on every hit, and the dict
+# is emptied when full so it cannot grow without bound.
+VERIFIED_TOKENS_MAX = 10_000
+
+
 def decode_token(token: str) -> int:
     """The user id in a valid token; raises Unauthorized for anything else."""
+    verified: dict[str, tuple[int, int]] = current_app.extensions["verified_tokens"]
+    hit = verified.get(token)
+    if hit is not None and hit[1] > time.time():
+        return hit[0]
     try:
         claims = jwt.decode(
             token,
@@ -77,11 +89,15 @@ def decode_token(token: str) -> int:
             options={"require": ["exp", "sub"]},
         )
         user_id = int(claims["sub"])
+        expires = int(claims["exp"])
     except (jwt.InvalidTokenError, ValueError, TypeError) as exc:
         raise Unauthorized() from exc
     # Ids are positive 64-bit integers; anything else names no user (and overflows SQLite).
     if not 0 < user_id <= MAX_USER_ID:
         raise Unauthorized()
+    if len(verified) >= VERIFIED_TOKENS_MAX:
+        verified.clear()
+    verified[token] = (user_id, expires)
     return user_id
 
 

@@ -31,6 +31,8 @@ class messages:  # noqa: N801 - a namespace of constants
     UNAVAILABLE = "service temporarily unavailable, retry shortly"
     INTERNAL = "internal server error"
     TOO_LARGE = "request body is too large"
+    ACCOUNT_GONE = "the account of this token no longer exists"
+    CONFLICT = "the request conflicts with the current state; retry"
     PRECONDITION_FAILED = "the resource has changed since you read it (If-Match does not match)"
 
 
@@ -106,6 +108,17 @@ def _database_unavailable(err: Exception) -> Response:
     return _api_error(Unavailable())
 
 
+def _integrity(err: sa_exc.IntegrityError) -> Response:
+    # Services check what they can before writing; what reaches here is a race
+    # or a row that vanished. A foreign key that no longer resolves on an
+    # authenticated write almost always means the token's account is gone.
+    code = getattr(err.orig, "pgcode", None)
+    if code == "23503" or "FOREIGN KEY" in str(err.orig):
+        return _api_error(Unauthorized(messages.ACCOUNT_GONE))
+    log.warning("integrity error: %s", err.orig)
+    return _api_error(Invalid(messages.CONFLICT))
+
+
 def _unexpected(err: Exception) -> Response:
     log.exception("unhandled error", exc_info=err)
     return error_response(500, [messages.INTERNAL])
@@ -114,6 +127,7 @@ def _unexpected(err: Exception) -> Response:
 def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(APIError, _api_error)
     app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(sa_exc.IntegrityError, _integrity)
     app.register_error_handler(sa_exc.TimeoutError, _database_unavailable)
     app.register_error_handler(sa_exc.OperationalError, _database_unavailable)
     app.register_error_handler(sa_exc.InterfaceError, _database_unavailable)

@@ -1,0 +1,19 @@
+"""Assertions shared by the integration tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def error_messages(resp: Any, status: int) -> list[str]:
+    """Assert `resp` is an error with `status` in the API's one shape; its messages."""
+    assert resp.status_code == status, resp.get_data(as_text=True)
+    assert resp.mimetype == "application/json"
+    body = resp.get_json()
+    assert set(body) == {"errors"}
+    assert set(body["errors"]) == {"body"}
+    messages = body["errors"]["body"]
+    assert isinstance(messages, list)
+    assert messages
+    assert all(isinstance(m, str) and m for m in messages)
+    return list(messages)

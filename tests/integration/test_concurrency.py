@@ -1,0 +1,224 @@
+"""Races against a real gunicorn + gevent server on a fresh PostgreSQL database.
+
+Clients are OS threads with urllib, so requests really overlap on the server;
+every test checks the database afterwards, not just the responses.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from threading import Barrier
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+
+from tests.conftest import scratch_database
+from tests.live import live_server
+
+pytestmark = pytest.mark.postgres
+
+
+@dataclass
+class Reply:
+    status: int
+    body: Any
+
+
+class Server:
+    def __init__(self, base: str, engine: Engine) -> None:
+        self.base = base
+        self.engine = engine
+
+    def call(self, method: str, path: str, payload: Any = None, token: str | None = None) -> Reply:
+        data = None if payload is None else json.dumps(payload).encode()
+        request = urllib.request.Request(self.base + "/api" + path, data=data, method=method)
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        if token is not None:
+            request.add_header("Authorization", f"Token {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as resp:
+                raw = resp.read()
+                status = resp.status
+        except urllib.error.HTTPError as err:
+            raw = err.read()
+            status = err.code
+        return Reply(status, json.loads(raw) if raw else None)
+
+    def register(self, username: str, email: str | None = None) -> Reply:
+        user = {"username": username, "email": email or f"{username}@example.com", "password": "password123"}
+        return self.call("POST", "/users", {"user": user})
+
+    def scalar(self, sql: str, **params: Any) -> Any:
+        with self.engine.connect() as conn:
+            return conn.execute(text(sql), params).scalar_one()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    with scratch_database("conduit_race") as url:
+        # Cache keys of this throwaway database must not meet another run's in a shared Redis.
+        prefix = f"test:{make_url(url).database}:"
+        with live_server(url, workers=2, CACHE_KEY_PREFIX=prefix) as base:
+            engine = create_engine(make_url(url).set(drivername="postgresql+psycopg2"))
+            try:
+                yield Server(base, engine)
+            finally:
+                engine.dispose()
+
+
+def all_at_once(tasks: Iterable[Callable[[], Reply]], threads: int) -> list[Reply]:
+    """Run `tasks` on `threads` client threads that start together."""
+    tasks = list(tasks)
+    barrier = Barrier(min(threads, len(tasks)))
+
+    def run(task: Callable[[], Reply], index: int) -> Reply:
+        if index < barrier.parties:
+            barrier.wait(timeout=30)
+        return task()
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return list(pool.map(run, tasks, range(len(tasks))))
+
+
+def register_many(server: Server, usernames: list[str]) -> dict[str, str]:
+    replies = all_at_once([lambda u=u: server.register(u) for u in usernames], threads=10)
+    assert [r.status for r in replies] == [201] * len(usernames), [r.body for r in replies if r.status != 201]
+    return {r.body["user"]["username"]: r.body["user"]["token"] for r in replies}
+
+
+def create_article(server: Server, token: str, title: str) -> str:
+    reply = server.call("POST", "/articles", {"article": {"title": title, "description": "d", "body": "b"}}, token)
+    assert reply.status == 201, reply.body
+    return str(reply.body["article"]["slug"])
+
+
+def favorite_rows(server: Server, slug: str) -> int:
+    return int(
+        server.scalar(
+            "SELECT COUNT(*) FROM favorites f JOIN articles a ON a.id = f.article_id WHERE a.slug = :slug", slug=slug
+        )
+    )
+
+
+def test_mixed_concurrent_favorites_by_twenty_users_leave_the_count_equal_to_the_rows(server: Server) -> None:
+    tokens = register_many(server, [f"fan{i}" for i in range(20)])
+    slug = create_article(server, tokens["fan0"], "Much loved")
+    rng = random.Random(20)
+    operations = [(token, rng.choice(["POST", "DELETE"])) for token in tokens.values() for _ in range(12)]
+    rng.shuffle(operations)
+
+    replies = all_at_once(
+        [lambda t=t, m=m: server.call(m, f"/articles/{slug}/favorite", token=t) for t, m in operations],
+        threads=20,
+    )
+
+    statuses = Counter(r.status for r in replies)
+    assert statuses == {200: len(operations)}, statuses
+    assert all(0 <= r.body["article"]["favoritesCount"] <= 20 for r in replies)
+    rows = favorite_rows(server, slug)
+    article = server.call("GET", f"/articles/{slug}")
+    assert article.status == 200
+    assert article.body["article"]["favoritesCount"] == rows
+    assert server.scalar("SELECT favorites_count FROM articles WHERE slug = :slug", slug=slug) == rows
+    # Each user's own view agrees with the rows too.
+    views = [server.call("GET", f"/articles/{slug}", token=t).body["article"] for t in tokens.values()]
+    assert sum(view["favorited"] for view in views) == rows
+
+
+def test_a_hundred_identical_concurrent_favorites_by_one_user_make_one_row(server: Server) -> None:
+    token = register_many(server, ["eager"])["eager"]
+    slug = create_article(server, token, "Click me")
+
+    replies = all_at_once([lambda: server.call("POST", f"/articles/{slug}/favorite", token=token)] * 100, threads=100)
+
+    assert Counter(r.status for r in replies) == {200: 100}
+    assert {r.body["article"]["favoritesCount"] for r in replies} == {1}
+    assert all(r.body["article"]["favorited"] for r in replies)
+    assert favorite_rows(server, slug) == 1
+    assert server.call("GET", f"/articles/{slug}").body["article"]["favoritesCount"] == 1
+
+
+def test_thirty_concurrent_articles_with_one_title_get_thirty_distinct_slugs(server: Server) -> None:
+    token = register_many(server, ["prolific"])["prolific"]
+    article = {"article": {"title": "Same Title", "description": "d", "body": "b", "tagList": ["dup"]}}
+
+    replies = all_at_once([lambda: server.call("POST", "/articles", article, token)] * 30, threads=30)
+
+    assert [r.status for r in replies] == [201] * 30, [r.body for r in replies if r.status != 201]
+    slugs = [r.body["article"]["slug"] for r in replies]
+    assert len(set(slugs)) == 30
+    assert slugs.count("same-title") == 1
+    assert all(s == "same-title" or s.startswith("same-title-") for s in slugs)
+    assert server.scalar("SELECT COUNT(*) FROM articles WHERE title = 'Same Title'") == 30
+    assert server.scalar("SELECT COUNT(*) FROM article_tags WHERE tag = 'dup'") == 30
+
+
+def test_concurrent_registrations_of_one_username_create_exactly_one_account(server: Server) -> None:
+    attempts = [lambda i=i: server.register("highlander", f"h{i}@example.com") for i in range(20)]
+    replies = all_at_once(attempts, threads=20)
+
+    statuses = Counter(r.status for r in replies)
+    assert statuses == {201: 1, 422: 19}, statuses
+    winner = next(r for r in replies if r.status == 201)
+    assert winner.body["user"]["username"] == "highlander"
+    for reply in replies:
+        if reply.status == 422:
+            assert reply.body == {"errors": {"body": ["username has already been taken"]}}
+    assert server.scalar("SELECT COUNT(*) FROM users WHERE username = 'highlander'") == 1
+    assert server.scalar("SELECT email FROM users WHERE username = 'highlander'") == winner.body["user"]["email"]
+
+
+def test_a_request_waiting_on_a_database_lock_does_not_stall_its_worker() -> None:
+    """One worker: while a favorite waits on a row lock, the same process still answers others."""
+    with scratch_database("conduit_stall") as url:
+        prefix = f"test:{make_url(url).database}:"
+        with live_server(url, workers=1, CACHE_KEY_PREFIX=prefix) as base:
+            engine = create_engine(make_url(url).set(drivername="postgresql+psycopg2"))
+            server = Server(base, engine)
+            try:
+                token = register_many(server, ["waiter"])["waiter"]
+                slug = create_article(server, token, "Locked")
+                with ThreadPoolExecutor(max_workers=1) as pool, engine.connect() as locker:
+                    with locker.begin():
+                        locker.execute(text("SELECT id FROM articles WHERE slug = :slug FOR UPDATE"), {"slug": slug})
+                        pending = pool.submit(server.call, "POST", f"/articles/{slug}/favorite", None, token)
+                        wait_for_lock_waiter(engine)
+
+                        health = urllib.request.urlopen(base + "/healthz", timeout=10)  # the same, only worker
+                        tags = server.call("GET", "/tags")  # needs a second database connection
+
+                        assert health.status == 200
+                        assert tags.status == 200
+                        assert not pending.done(), "the worker answered only after the lock was released"
+                        health.close()
+                    favorite = pending.result(timeout=30)
+                assert favorite.status == 200, favorite.body
+                assert favorite.body["article"]["favoritesCount"] == 1
+            finally:
+                engine.dispose()
+
+
+def wait_for_lock_waiter(engine: Engine, seconds: float = 10) -> None:
+    """Block until a backend of the service is waiting on a lock."""
+    deadline = time.monotonic() + seconds
+    query = text(
+        "SELECT COUNT(*) FROM pg_stat_activity"
+        " WHERE application_name = 'conduit' AND wait_event_type = 'Lock' AND datname = current_database()"
+    )
+    while time.monotonic() < deadline:
+        with engine.connect() as conn:
+            if conn.execute(query).scalar_one():
+                return
+        time.sleep(0.02)
+    raise AssertionError("the favorite request never waited on the row lock")
