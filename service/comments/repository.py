@@ -6,15 +6,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, text
 
-_COMMENT_COLUMNS = """
-    c.id, c.article_id, c.body, c.created_at, c.updated_at,
-    u.id AS author_id, u.username, u.bio, u.image
-"""
-
 SELECT_COMMENTS_OF_ARTICLE = text(
-    "SELECT"
-    + _COMMENT_COLUMNS
-    + """
+    """
+    SELECT c.id, c.article_id, c.body, c.created_at, c.updated_at,
+           u.id AS author_id, u.username, u.bio, u.image
     FROM comments c JOIN users u ON u.id = c.author_id
     WHERE c.article_id = :article_id
     ORDER BY c.id DESC
@@ -23,7 +18,12 @@ SELECT_COMMENTS_OF_ARTICLE = text(
 )
 
 SELECT_COMMENT = text(
-    "SELECT" + _COMMENT_COLUMNS + " FROM comments c JOIN users u ON u.id = c.author_id WHERE c.id = :id"
+    """
+    SELECT c.id, c.article_id, c.body, c.created_at, c.updated_at,
+           u.id AS author_id, u.username, u.bio, u.image
+    FROM comments c JOIN users u ON u.id = c.author_id
+    WHERE c.id = :id
+    """
 )
 
 INSERT_COMMENT = text(
