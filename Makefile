@@ -1,13 +1,14 @@
 # make run    serve the API on http://127.0.0.1:8000 (embedded SQLite unless DATABASE_URL is set)
 # make test   every test layer: unit, integration (SQLite + PostgreSQL), e2e (newman)
 # make lint   ruff + mypy
+# make bench  wrk benchmark on PostgreSQL + Redis; see .venv/bin/python bench/run.py --help
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 E2E := tests/e2e
 
-.PHONY: run migrate test test-unit test-integration test-e2e lint format clean help
+.PHONY: run migrate test test-unit test-integration test-e2e lint format bench clean help
 
 help:
 	@sed -n 's/^# //p' Makefile
@@ -22,6 +23,10 @@ $(VENV)/.runtime: requirements.txt | $(BIN)/activate
 
 $(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/activate
 	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@ $(VENV)/.runtime
+
+$(VENV)/.bench: requirements.txt requirements-bench.txt | $(BIN)/activate
+	$(BIN)/pip install --quiet -r requirements-bench.txt
 	touch $@ $(VENV)/.runtime
 
 $(E2E)/node_modules/.installed: $(E2E)/package.json $(E2E)/package-lock.json
@@ -51,12 +56,15 @@ test-e2e: $(VENV)/.dev $(E2E)/node_modules/.installed
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check service config tests gunicorn.conf.py
+	$(BIN)/ruff format --check service config tests bench gunicorn.conf.py
 	$(BIN)/mypy
 
 format: $(VENV)/.dev
-	$(BIN)/ruff format service config tests gunicorn.conf.py
+	$(BIN)/ruff format service config tests bench gunicorn.conf.py
 	$(BIN)/ruff check --fix .
+
+bench: $(VENV)/.bench
+	$(BIN)/python bench/run.py
 
 clean:
 	rm -rf $(VENV) var $(E2E)/node_modules .pytest_cache .mypy_cache .ruff_cache

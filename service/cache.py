@@ -90,6 +90,17 @@ class BytesSerializer(BaseSerializer):
         return int(value)
 
 
+# One round trip for a read: resolve the generations, build the versioned key
+# and GET it server-side. Redis runs scripts atomically; the script touches a
+# key it computes, which is fine on a single Redis (not on Redis Cluster).
+LOOKUP_SCRIPT = """
+local gens = redis.call('MGET', unpack(KEYS))
+for i = 1, #gens do if not gens[i] then gens[i] = '0' end end
+local key = ARGV[1] .. ':' .. table.concat(gens, '.')
+return {key, redis.call('GET', key)}
+"""
+
+
 class SharedCache:
     """Versioned get/fill, generation bumps, a circuit breaker and single-flight."""
 
@@ -103,9 +114,10 @@ class SharedCache:
             "CACHE_TYPE": cfg["CACHE_TYPE"],
             "CACHE_DEFAULT_TIMEOUT": self.ttl,
             "CACHE_KEY_PREFIX": cfg["CACHE_KEY_PREFIX"],
-            "CACHE_SERIALIZER": BytesSerializer(),
             "CACHE_NO_NULL_WARNING": True,
         }
+        if self.enabled:
+            config["CACHE_SERIALIZER"] = BytesSerializer()
         if cfg["CACHE_TYPE"] == "RedisCache":
             timeout = float(cfg["CACHE_SOCKET_TIMEOUT"])
             config["CACHE_REDIS_URL"] = cfg["REDIS_URL"]
@@ -118,6 +130,8 @@ class SharedCache:
                 "health_check_interval": 30,
             }
         self._flask_cache = FlaskCache(app, config=config)
+        client = getattr(self.backend, "_write_client", None)
+        self._lookup = client.register_script(LOOKUP_SCRIPT) if client is not None else None
         self._open_until = 0.0
         self._inflight: dict[str, AsyncResult] = {}
         # Failure and hit counters of this process (exported by the metrics layer).
@@ -144,6 +158,26 @@ class SharedCache:
         except Exception as exc:
             self._failed("read", exc)
             return None
+
+    def _find(self, base: str, names: list[str]) -> tuple[str, bytes | None] | None:
+        """(versioned key, its value or None); None when the cache is unavailable."""
+        if self._lookup is None:
+            gens = self.generations(names)
+            if gens is None:
+                return None
+            key = base + ":" + ".".join(map(str, gens))
+            return key, self.get(key)
+        if not self.available():
+            return None
+        prefix = self.backend._get_prefix()
+        try:
+            reply = self._lookup(keys=[prefix + "g:" + n for n in names], args=[prefix + base])
+        except Exception as exc:
+            self._failed("read", exc)
+            return None
+        value = self.backend.serializer.loads(reply[1]) if len(reply) > 1 else None
+        self.stats["hits" if value is not None else "misses"] += 1
+        return reply[0].decode()[len(prefix) :], value
 
     def get(self, key: str) -> bytes | None:
         if not self.available():
@@ -195,11 +229,10 @@ class SharedCache:
         Concurrent misses for one key in this worker share a single `load()`.
         """
         base, names = key_and_gens
-        gens = self.generations(names)
-        if gens is None:
+        found = self._find(base, names)
+        if found is None:
             return load()
-        key = base + ":" + ".".join(map(str, gens))
-        value = self.get(key)
+        key, value = found
         if value is not None:
             return value
         pending = self._inflight.get(key)

@@ -1,0 +1,23 @@
+"""The framework-free ceiling: a bare WSGI app answering a fixed 200-byte JSON.
+
+Served by bench/run.py under the service's own gunicorn config
+(`gunicorn -c gunicorn.conf.py bench.ceiling:app`), it measures what gunicorn +
+gevent + the HTTP client can do on this machine with no Flask, no database and
+no cache, so each scenario can be read as a fraction of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+_PAD = 200 - len(b'{"ok":true,"pad":""}')
+BODY = b'{"ok":true,"pad":"' + b"x" * _PAD + b'"}'
+assert len(BODY) == 200
+
+HEADERS = [("Content-Type", "application/json"), ("Content-Length", str(len(BODY)))]
+
+
+def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    start_response("200 OK", HEADERS)
+    return [BODY]
