@@ -24,6 +24,13 @@ class BaseConfig:
     DB_POOL_SIZE = 10
     # Extra connections opened under bursts and closed when idle (0-50).
     DB_MAX_OVERFLOW = 5
+    # On PostgreSQL, writes use a second pool of this size (1-50) plus
+    # DB_MAX_OVERFLOW; reads use DB_POOL_SIZE. Per worker at most
+    # DB_POOL_SIZE + DB_WRITE_POOL_SIZE + 2 x DB_MAX_OVERFLOW connections.
+    DB_WRITE_POOL_SIZE = 5
+    # Seconds a pooled connection may sit idle before it is pinged on checkout
+    # (0 = ping every checkout, one extra round trip per request).
+    DB_PING_AFTER = 1.0
     # Seconds a request waits for a free connection before it gets 503 (0.1-5).
     # Far below gunicorn's timeout so exhaustion is a fast, clear answer.
     DB_POOL_TIMEOUT = 2.0
@@ -61,6 +68,10 @@ class BaseConfig:
     CACHE_GENERATION_TTL = 7 * 24 * 3600
     # Seconds one Redis call may take before it counts as failed (0.02-1).
     CACHE_SOCKET_TIMEOUT = 0.1
+    # Redis connections per worker process (8-512), and seconds a request waits
+    # for a free one before it skips the cache for that read (0.05-2).
+    CACHE_MAX_CONNECTIONS = 64
+    CACHE_POOL_WAIT = 0.5
     # Seconds a worker bypasses Redis after a failure (1-60): a hung Redis costs
     # one timeout per period per worker, not one per request.
     CACHE_BREAKER_SECONDS = 5.0
@@ -100,6 +111,8 @@ ENV_OVERRIDES: dict[str, type] = {
     "DATABASE_URL": str,
     "DB_POOL_SIZE": int,
     "DB_MAX_OVERFLOW": int,
+    "DB_WRITE_POOL_SIZE": int,
+    "DB_PING_AFTER": float,
     "DB_POOL_TIMEOUT": float,
     "DB_CONNECT_TIMEOUT": float,
     "DB_STATEMENT_TIMEOUT_MS": int,
@@ -112,6 +125,8 @@ ENV_OVERRIDES: dict[str, type] = {
     "CACHE_DEFAULT_TIMEOUT": int,
     "CACHE_SOCKET_TIMEOUT": float,
     "CACHE_BREAKER_SECONDS": float,
+    "CACHE_MAX_CONNECTIONS": int,
+    "CACHE_POOL_WAIT": float,
     "CACHE_KEY_PREFIX": str,
     "LOG_LEVEL": str,
 }

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import redis
 from cachelib.serializers import BaseSerializer
 from flask import Flask, current_app
 from flask_caching import Cache as FlaskCache
@@ -68,6 +69,15 @@ def comments_key(slug: str, limit: int, offset: int) -> tuple[str, list[str]]:
     return f"c:{_digest(slug, limit, offset)}", [comments_gen(slug), PROFILES]
 
 
+def follows_gen(user_id: int) -> str:
+    return f"follows:{user_id}"
+
+
+def feed_key(viewer: int, limit: int, offset: int) -> tuple[str, list[str]]:
+    """The viewer's own feed page: which articles it holds depends on whom they follow."""
+    return f"f:{viewer}:{limit}:{offset}", [follows_gen(viewer), LISTS, PROFILES]
+
+
 def tags_key() -> tuple[str, list[str]]:
     return "t", [TAGS]
 
@@ -101,6 +111,27 @@ return {key, redis.call('GET', key)}
 """
 
 
+def _redis_client(cfg: dict[str, Any], max_connections: int, pool_wait: float) -> redis.Redis:
+    """A Redis client that fails fast and never opens more than its pool allows.
+
+    redis-py's defaults block for seconds (retries with backoff) or a minute (a
+    hung server), and its default pool raises once 100 greenlets want a
+    connection at the same moment. Here: one try, short timeouts, and a bounded
+    pool where a greenlet waits briefly for a free connection.
+    """
+    timeout = float(cfg["CACHE_SOCKET_TIMEOUT"])
+    pool = redis.BlockingConnectionPool.from_url(
+        cfg["REDIS_URL"],
+        max_connections=max_connections,
+        timeout=pool_wait,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=30,
+    )
+    return redis.Redis(connection_pool=pool)
+
+
 class SharedCache:
     """Versioned get/fill, generation bumps, a circuit breaker and single-flight."""
 
@@ -119,23 +150,20 @@ class SharedCache:
         if self.enabled:
             config["CACHE_SERIALIZER"] = BytesSerializer()
         if cfg["CACHE_TYPE"] == "RedisCache":
-            timeout = float(cfg["CACHE_SOCKET_TIMEOUT"])
-            config["CACHE_REDIS_URL"] = cfg["REDIS_URL"]
-            # redis-py's defaults block for seconds (retries with backoff) or a
-            # minute (hung server): one try, short timeouts, then the breaker.
-            config["CACHE_OPTIONS"] = {
-                "socket_timeout": timeout,
-                "socket_connect_timeout": timeout,
-                "retry": Retry(NoBackoff(), 0),
-                "health_check_interval": 30,
-            }
+            # cachelib accepts a ready client as the "host".
+            config["CACHE_REDIS_HOST"] = _redis_client(
+                cfg, int(cfg["CACHE_MAX_CONNECTIONS"]), float(cfg["CACHE_POOL_WAIT"])
+            )
         self._flask_cache = FlaskCache(app, config=config)
         client = getattr(self.backend, "_write_client", None)
         self._lookup = client.register_script(LOOKUP_SCRIPT) if client is not None else None
+        # Invalidations get their own small pool with a longer wait, so a burst
+        # of readers holding every connection cannot make a write skip its bump.
+        self._bumper = _redis_client(cfg, 8, 2.0) if client is not None else None
         self._open_until = 0.0
         self._inflight: dict[str, AsyncResult] = {}
         # Failure and hit counters of this process (exported by the metrics layer).
-        self.stats = {"hits": 0, "misses": 0, "errors": 0, "bump_failures": 0}
+        self.stats = {"hits": 0, "misses": 0, "errors": 0, "bump_failures": 0, "pool_busy": 0}
 
     @property
     def backend(self) -> Any:
@@ -145,6 +173,11 @@ class SharedCache:
         return self.enabled and time.monotonic() >= self._open_until
 
     def _failed(self, action: str, exc: Exception) -> None:
+        if isinstance(exc, redis.ConnectionError) and "No connection available" in str(exc):
+            # Local congestion, not a Redis failure: this request skips the
+            # cache, the breaker stays closed.
+            self.stats["pool_busy"] += 1
+            return
         self.stats["errors"] += 1
         self._open_until = time.monotonic() + self.breaker_seconds
         log.warning("cache %s failed (%s); bypassing the cache for %.1fs", action, exc, self.breaker_seconds)
@@ -208,7 +241,7 @@ class SharedCache:
             log.error("cache invalidation of %s skipped (breaker open); TTL bounds staleness", names)
             return
         try:
-            client = getattr(self.backend, "_write_client", None)
+            client = self._bumper
             if client is None:  # in-process backend
                 for name in names:
                     self.backend.inc("g:" + name)

@@ -141,16 +141,18 @@ def auth(token: str, scheme: str = "Token") -> dict[str, str]:
 def count_statements(app: Flask) -> Iterator[list[str]]:
     """Record every SQL statement the app's engine sends while the block runs."""
     statements: list[str] = []
-    engine = app.extensions["db"].engine
+    engines = app.extensions["db"].engines
 
     def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         statements.append(statement)
 
-    event.listen(engine, "before_cursor_execute", record)
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", record)
     try:
         yield statements
     finally:
-        event.remove(engine, "before_cursor_execute", record)
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", record)
 
 
 @pytest.fixture(scope="session")

@@ -105,11 +105,16 @@ def list_articles(query: ListQuery, viewer: int | None) -> bytes:
 def feed(page: Page, viewer: int) -> bytes:
     """A page of articles by the authors `viewer` follows, newest first, and their number (encoded).
 
-    Not cached: which articles it holds depends on the viewer.
+    Which articles it holds depends on the viewer, so it is cached under the
+    viewer's own key (versioned by their follows), never a shared one.
     """
-    with get_db().read() as conn:
-        rows, total = repo.list_feed(conn, viewer, limit=page.limit, offset=page.offset)
-        return encode(MultipleArticlesResponse(_summaries(conn, rows, viewer), total))
+
+    def load() -> bytes:
+        with get_db().read() as conn:
+            rows, total = repo.list_feed(conn, viewer, limit=page.limit, offset=page.offset)
+            return encode(MultipleArticlesResponse(_summaries(conn, rows, None), total))
+
+    return personalize(cache.get_cache().fetch(cache.feed_key(viewer, page.limit, page.offset), load), viewer)
 
 
 def _article_bytes(conn: Connection, slug: str) -> bytes:

@@ -45,4 +45,5 @@ def set_following(viewer: int, username: str, following: bool) -> Profile:
             repo.follow(conn, viewer, row.id, timefmt.now(db.dialect))
         else:
             repo.unfollow(conn, viewer, row.id)
+    cache.get_cache().bump([cache.follows_gen(viewer)])
     return to_profile(row, following)
