@@ -1,43 +1,51 @@
 """Per-viewer facts merged into shared, viewer-independent responses.
 
-Cached bodies are what an anonymous reader sees (`favorited` and `following`
-false). For a signed-in reader one batched statement finds which of the
-body's articles they favorited and which of its authors they follow, by slug
-and username, and the flags are set in place.
+A shared cache entry is `<ids>\\n<body>`: the body is what an anonymous reader
+gets (`favorited` and `following` false) and the ids line maps its slugs and
+usernames to row ids. For a signed-in reader one batched statement, on
+primary keys only, finds which of those articles they favorited and which of
+those authors they follow, and the flags are set in place.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, String, bindparam, text
+from sqlalchemy import BigInteger, Connection, bindparam, text
 
 from service.db import get_db
+from service.web import encode
 
 SELECT_VIEWER_FLAGS = text(
     """
-    SELECT 'favorited' AS kind, a.slug AS name
-    FROM favorites f JOIN articles a ON a.id = f.article_id
-    WHERE f.user_id = :viewer AND a.slug IN :slugs
+    SELECT 'favorited' AS kind, article_id AS id FROM favorites
+    WHERE user_id = :viewer AND article_id IN :article_ids
     UNION ALL
-    SELECT 'following', u.username
-    FROM follows fo JOIN users u ON u.id = fo.followee_id
-    WHERE fo.follower_id = :viewer AND u.username IN :usernames
+    SELECT 'following', followee_id FROM follows
+    WHERE follower_id = :viewer AND followee_id IN :user_ids
     """
-).bindparams(bindparam("slugs", expanding=True, type_=String), bindparam("usernames", expanding=True, type_=String))
+).bindparams(
+    bindparam("article_ids", expanding=True, type_=BigInteger),
+    bindparam("user_ids", expanding=True, type_=BigInteger),
+)
 
 
-def viewer_flags(conn: Connection, viewer: int, slugs: list[str], usernames: list[str]) -> tuple[set[str], set[str]]:
-    """(favorited slugs, followed usernames) among those given, in one statement."""
-    favorited: set[str] = set()
-    following: set[str] = set()
-    if not slugs and not usernames:
-        return favorited, following
-    # An empty IN list is valid SQL through SQLAlchemy's expanding parameters.
-    params = {"viewer": viewer, "slugs": slugs, "usernames": usernames}
-    for kind, name in conn.execute(SELECT_VIEWER_FLAGS, params):
-        (favorited if kind == "favorited" else following).add(name)
+def shared(payload: Any, articles: Iterable[tuple[str, int]] = (), users: Iterable[tuple[str, int]] = ()) -> bytes:
+    """A cache entry for `payload`: its (slug, id) and (username, id) pairs, a newline, the JSON body."""
+    return orjson.dumps({"a": dict(articles), "u": dict(users)}) + b"\n" + encode(payload)
+
+
+def viewer_flags(
+    conn: Connection, viewer: int, article_ids: list[int], user_ids: list[int]
+) -> tuple[set[int], set[int]]:
+    """(favorited article ids, followed user ids) among those given, in one statement."""
+    favorited: set[int] = set()
+    following: set[int] = set()
+    params = {"viewer": viewer, "article_ids": article_ids, "user_ids": user_ids}
+    for kind, row_id in conn.execute(SELECT_VIEWER_FLAGS, params):
+        (favorited if kind == "favorited" else following).add(row_id)
     return favorited, following
 
 
@@ -51,22 +59,23 @@ def _parts(doc: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, An
     return articles, profiles
 
 
-def personalize(body: bytes, viewer: int | None, conn: Connection | None = None) -> bytes:
-    """`body` as `viewer` sees it; unchanged for anonymous readers. Uses `conn` when given."""
-    if viewer is None:
+def personalize(entry: bytes, viewer: int | None, conn: Connection | None = None) -> bytes:
+    """The body of a `shared()` entry as `viewer` sees it. Uses `conn` when given."""
+    header, _, body = entry.partition(b"\n")
+    ids = orjson.loads(header)
+    if viewer is None or not (ids["a"] or ids["u"]):
         return body
-    doc = orjson.loads(body)
-    articles, profiles = _parts(doc)
-    if not articles and not profiles:
-        return body
-    slugs, usernames = [a["slug"] for a in articles], sorted({p["username"] for p in profiles})
+    slug_ids: dict[str, int] = ids["a"]
+    user_ids: dict[str, int] = ids["u"]
     if conn is None:
         with get_db().read() as own:
-            favorited, following = viewer_flags(own, viewer, slugs, usernames)
+            favorited, following = viewer_flags(own, viewer, list(slug_ids.values()), list(user_ids.values()))
     else:
-        favorited, following = viewer_flags(conn, viewer, slugs, usernames)
+        favorited, following = viewer_flags(conn, viewer, list(slug_ids.values()), list(user_ids.values()))
+    doc = orjson.loads(body)
+    articles, profiles = _parts(doc)
     for article in articles:
-        article["favorited"] = article["slug"] in favorited
+        article["favorited"] = slug_ids.get(article["slug"]) in favorited
     for profile in profiles:
-        profile["following"] = profile["username"] in following
+        profile["following"] = user_ids.get(profile["username"]) in following
     return orjson.dumps(doc)

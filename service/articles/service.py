@@ -31,11 +31,10 @@ from service.articles.schemas import (
 )
 from service.db import get_db
 from service.errors import Forbidden, NotFound, PreconditionFailed, Unavailable, messages
-from service.personalize import personalize
+from service.personalize import personalize, shared
 from service.profiles import repository as profiles_repo
 from service.profiles.service import to_profile
 from service.schemas import Page
-from service.web import encode
 
 # Slugs that would be shadowed by a fixed route (GET /api/articles/feed).
 RESERVED_SLUGS = frozenset({"feed"})
@@ -96,7 +95,7 @@ def list_articles(query: ListQuery, viewer: int | None) -> bytes:
                 limit=query.limit,
                 offset=query.offset,
             )
-            return encode(MultipleArticlesResponse(_summaries(conn, rows, None), total))
+            return _shared_page(conn, rows, total)
 
     key = cache.list_key(query.tag, query.author, query.favorited, query.limit, query.offset)
     return personalize(cache.get_cache().fetch(key, load), viewer)
@@ -112,13 +111,20 @@ def feed(page: Page, viewer: int) -> bytes:
     def load() -> bytes:
         with get_db().read() as conn:
             rows, total = repo.list_feed(conn, viewer, limit=page.limit, offset=page.offset)
-            return encode(MultipleArticlesResponse(_summaries(conn, rows, None), total))
+            return _shared_page(conn, rows, total)
 
     return personalize(cache.get_cache().fetch(cache.feed_key(viewer, page.limit, page.offset), load), viewer)
 
 
+def _shared_page(conn: Connection, rows: Sequence[Row[Any]], total: int) -> bytes:
+    page = MultipleArticlesResponse(_summaries(conn, rows, None), total)
+    return shared(page, [(r.slug, r.id) for r in rows], [(r.username, r.author_id) for r in rows])
+
+
 def _article_bytes(conn: Connection, slug: str) -> bytes:
-    return encode(SingleArticleResponse(_article(conn, _require(conn, slug), None)))
+    row = _require(conn, slug)
+    article = SingleArticleResponse(_article(conn, row, None))
+    return shared(article, [(row.slug, row.id)], [(row.username, row.author_id)])
 
 
 def get(slug: str, viewer: int | None) -> bytes:

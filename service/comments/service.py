@@ -13,10 +13,9 @@ from service.comments import repository as repo
 from service.comments.schemas import Comment, CommentPage, MultipleCommentsResponse
 from service.db import get_db
 from service.errors import Forbidden, NotFound, messages
-from service.personalize import personalize
+from service.personalize import personalize, shared
 from service.profiles import repository as profiles_repo
 from service.profiles.service import to_profile
-from service.web import encode
 
 # Ids are 64-bit; a larger number in the URL cannot name a comment.
 MAX_ID = 2**63 - 1
@@ -49,7 +48,8 @@ def list_for(slug: str, page: CommentPage, viewer: int | None) -> bytes:
     def load() -> bytes:
         with get_db().read() as conn:
             rows = repo.comments_of(conn, _article_id(conn, slug), page.limit, page.offset)
-            return encode(MultipleCommentsResponse(_comments(conn, rows, None)))
+            comments = MultipleCommentsResponse(_comments(conn, rows, None))
+            return shared(comments, users=[(r.username, r.author_id) for r in rows])
 
     key = cache.comments_key(slug, page.limit, page.offset)
     return personalize(cache.get_cache().fetch(key, load), viewer)

@@ -9,10 +9,9 @@ from sqlalchemy import Row
 from service import cache, timefmt
 from service.db import get_db
 from service.errors import Invalid, NotFound, messages
-from service.personalize import personalize
+from service.personalize import personalize, shared
 from service.profiles import repository as repo
 from service.profiles.schemas import Profile, ProfileResponse
-from service.web import encode
 
 
 def to_profile(row: Row[Any], following: bool) -> Profile:
@@ -27,7 +26,7 @@ def get(username: str, viewer: int | None) -> bytes:
             row = repo.profile(conn, username, None)
         if row is None:
             raise NotFound(messages.PROFILE_NOT_FOUND)
-        return encode(ProfileResponse(to_profile(row, False)))
+        return shared(ProfileResponse(to_profile(row, False)), users=[(row.username, row.id)])
 
     return personalize(cache.get_cache().fetch(cache.profile_key(username), load), viewer)
 

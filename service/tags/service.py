@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from service import cache
 from service.db import get_db
+from service.personalize import personalize, shared
 from service.tags import repository as repo
 from service.tags.schemas import TagsResponse
-from service.web import encode
 
 # The tag cloud is a summary, not an index: its size stays bounded however many
 # distinct tags exist.
@@ -18,6 +18,6 @@ def popular() -> bytes:
 
     def load() -> bytes:
         with get_db().read() as conn:
-            return encode(TagsResponse(repo.popular_tags(conn, TAGS_LIMIT)))
+            return shared(TagsResponse(repo.popular_tags(conn, TAGS_LIMIT)))
 
-    return cache.get_cache().fetch(cache.tags_key(), load)
+    return personalize(cache.get_cache().fetch(cache.tags_key(), load), None)
