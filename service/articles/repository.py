@@ -24,12 +24,18 @@ SELECT_ARTICLE_BY_SLUG = text(
 
 # One statement pair per single filter, each driven by its own index, so a
 # page reads about `limit` index entries however rare or common the filter is.
+# The page is cut from articles alone, then joined to its authors: an offset
+# skips index entries only, not author lookups for every skipped row.
 LIST_ALL = text(
     """
     SELECT a.id, a.slug, a.title, a.description, a.favorites_count, a.created_at, a.updated_at,
            u.id AS author_id, u.username, u.bio, u.image
-    FROM articles a JOIN users u ON u.id = a.author_id
-    ORDER BY a.id DESC LIMIT :limit OFFSET :offset
+    FROM (
+        SELECT id, slug, title, description, favorites_count, created_at, updated_at, author_id
+        FROM articles ORDER BY id DESC LIMIT :limit OFFSET :offset
+    ) a
+    JOIN users u ON u.id = a.author_id
+    ORDER BY a.id DESC
     """
 )
 
