@@ -162,6 +162,7 @@ class SharedCache:
         self._bumper = _redis_client(cfg, 8, 2.0) if client is not None else None
         self._open_until = 0.0
         self._inflight: dict[str, AsyncResult] = {}
+        self._pending: set[str] = set()
         # Failure and hit counters of this process (exported by the metrics layer).
         self.stats = {"hits": 0, "misses": 0, "errors": 0, "bump_failures": 0, "pool_busy": 0}
 
@@ -194,14 +195,14 @@ class SharedCache:
 
     def _find(self, base: str, names: list[str]) -> tuple[str, bytes | None] | None:
         """(versioned key, its value or None); None when the cache is unavailable."""
+        if not self.available() or (self._pending and not self._flush()):
+            return None
         if self._lookup is None:
             gens = self.generations(names)
             if gens is None:
                 return None
             key = base + ":" + ".".join(map(str, gens))
             return key, self.get(key)
-        if not self.available():
-            return None
         prefix = self.backend._get_prefix()
         try:
             reply = self._lookup(keys=[prefix + "g:" + n for n in names], args=[prefix + base])
@@ -232,29 +233,44 @@ class SharedCache:
             self._failed("write", exc)
 
     def bump(self, names: Iterable[str]) -> None:
-        """Invalidate every entry versioned by `names`. Call after the write committed."""
-        names = list(names)
-        if not self.enabled or not names:
+        """Invalidate every entry versioned by `names`. Call after the write committed.
+
+        Tried even while the breaker is open, so a read that timed out under load
+        cannot cost a write its invalidation: with Redis hung, a write pays one
+        socket timeout, reads pay one per breaker period. A bump that fails is kept and
+        retried before this worker's next cache read; until it goes through,
+        this worker reads from the database. TTLs bound what other workers
+        may serve meanwhile.
+        """
+        if not self.enabled:
             return
-        if not self.available():
-            self.stats["bump_failures"] += 1
-            log.error("cache invalidation of %s skipped (breaker open); TTL bounds staleness", names)
-            return
+        self._pending.update(names)
+        self._flush()
+
+    def _flush(self) -> bool:
+        """Send pending bumps; True when none are left."""
+        if not self._pending:
+            return True
+        names = sorted(self._pending)
         try:
             client = self._bumper
             if client is None:  # in-process backend
                 for name in names:
                     self.backend.inc("g:" + name)
-                return
-            prefix = self.backend._get_prefix()
-            pipe = client.pipeline(transaction=False)
-            for name in names:
-                pipe.incr(prefix + "g:" + name)
-                pipe.expire(prefix + "g:" + name, self.gen_ttl)
-            pipe.execute()
+            else:
+                prefix = self.backend._get_prefix()
+                pipe = client.pipeline(transaction=False)
+                for name in names:
+                    pipe.incr(prefix + "g:" + name)
+                    pipe.expire(prefix + "g:" + name, self.gen_ttl)
+                pipe.execute()
         except Exception as exc:
             self.stats["bump_failures"] += 1
+            log.error("cache invalidation of %s failed (%s); retrying before the next cache read", names, exc)
             self._failed("invalidation", exc)
+            return False
+        self._pending.difference_update(names)
+        return True
 
     def fetch(self, key_and_gens: tuple[str, list[str]], load: Callable[[], bytes]) -> bytes:
         """The cached bytes for the key, or `load()`'s result stored under the current generations.

@@ -269,3 +269,24 @@ def test_redis_port_closed_means_database_reads_not_errors(pg_url: str) -> None:
     )
     assert api.client.get(f"/api/articles/{slug}").json["article"]["body"] == "x"
     assert app.extensions["shared_cache"].stats["errors"] >= 1
+
+
+def test_an_invalidation_that_could_not_reach_redis_is_sent_before_the_next_read(redis_url: str, pg_url: str) -> None:
+    """Redis stops taking writes (CLIENT PAUSE) just as an update commits: the bump times
+    out, but the worker keeps it and sends it before it reads the cache again."""
+    app = build_app(pg_url, REDIS_URL=redis_url, CACHE_TYPE="RedisCache", CACHE_BREAKER_SECONDS=0.2)
+    api = Api(app.test_client())
+    token = api.register(f"u{time.time_ns()}")
+    slug = api.create_article(token, "Paused", body="old")["slug"]
+    assert api.client.get(f"/api/articles/{slug}").json["article"]["body"] == "old"  # cached
+    admin = redis.Redis.from_url(redis_url)
+    admin.execute_command("CLIENT", "PAUSE", 600, "WRITE")
+    try:
+        updated = api.client.put(f"/api/articles/{slug}", json={"article": {"body": "new"}}, headers=auth(token))
+    finally:
+        time.sleep(0.7)  # the pause and the breaker period both end
+    cache: SharedCache = app.extensions["shared_cache"]
+    assert updated.status_code == 200
+    assert cache.stats["bump_failures"] >= 1
+    assert api.client.get(f"/api/articles/{slug}").json["article"]["body"] == "new"
+    app.extensions["shared_cache"].backend.clear()
