@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 E2E := tests/e2e
 
-.PHONY: run migrate test test-unit test-integration test-e2e lint format bench clean help
+.PHONY: run migrate test test-unit test-integration test-e2e test-security lint format bench clean help
 
 help:
 	@sed -n 's/^# //p' Makefile
@@ -53,6 +53,10 @@ test-integration: $(VENV)/.dev
 test-e2e: $(VENV)/.dev $(E2E)/node_modules/.installed
 	mkdir -p var
 	$(BIN)/pytest tests/e2e
+
+test-security: $(VENV)/.dev
+	mkdir -p var
+	$(BIN)/pytest tests/security
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .

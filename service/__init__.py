@@ -49,6 +49,7 @@ def register_extensions(app: Flask) -> None:
 def register_blueprints(app: Flask) -> None:
     """Every domain's blueprint, in one visible place."""
     from service import openapi
+    from service.articles.routes import SlugConverter
     from service.articles.routes import bp as articles
     from service.comments.routes import bp as comments
     from service.health.routes import bp as health
@@ -56,6 +57,7 @@ def register_blueprints(app: Flask) -> None:
     from service.tags.routes import bp as tags
     from service.users.routes import bp as users
 
+    app.url_map.converters["slug"] = SlugConverter  # before the rules that use it
     for blueprint in (users, profiles, articles, comments, tags, openapi.bp):
         app.register_blueprint(blueprint, url_prefix=API_PREFIX)
     app.register_blueprint(health)

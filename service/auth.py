@@ -44,8 +44,13 @@ class Passwords:
 
     def verify(self, password_hash: str, password: str) -> bool:
         """True when `password` matches; never raises for a wrong or malformed hash."""
+        return bool(self._run(self._verify, password_hash, password))
+
+    def _verify(self, password_hash: str, password: str) -> bool:
+        # Runs in the pool thread: an exception escaping there is printed by gevent's hub with its
+        # traceback, i.e. ~10 log lines for every wrong password. A mismatch is an answer, not an error.
         try:
-            return bool(self._run(self._hasher.verify, password_hash, password))
+            return bool(self._hasher.verify(password_hash, password))
         except (VerificationError, InvalidHashError):
             return False
 

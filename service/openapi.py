@@ -9,6 +9,7 @@ served from this package (no CDN).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -33,11 +34,14 @@ ERROR_TEXT = {
 }
 
 
-def _parameters(rule_path: str, op: Operation) -> list[dict[str, Any]]:
+def _parameters(rule_path: str, op: Operation, converters: Mapping[str, type]) -> list[dict[str, Any]]:
     params: list[dict[str, Any]] = []
     for match in _PATH_PARAM.finditer(rule_path):
         kind = "integer" if match["converter"] == "int" else "string"
-        params.append({"name": match["name"], "in": "path", "required": True, "schema": {"type": kind}})
+        # A converter may publish its own schema (e.g. `slug` says which values it refuses).
+        converter = converters.get(match["converter"] or "default")
+        schema = dict(getattr(converter, "openapi_schema", None) or {"type": kind})
+        params.append({"name": match["name"], "in": "path", "required": True, "schema": schema})
     if op.query is not None:
         (_,), defs = msgspec.json.schema_components([op.query], ref_template=REF)
         for name, schema in defs[op.query.__name__]["properties"].items():
@@ -50,12 +54,14 @@ def _parameters(rule_path: str, op: Operation) -> list[dict[str, Any]]:
     return params
 
 
-def _operation(rule_path: str, method: str, op: Operation, types: set[type]) -> dict[str, Any]:
+def _operation(
+    rule_path: str, method: str, op: Operation, types: set[type], converters: Mapping[str, type]
+) -> dict[str, Any]:
     out: dict[str, Any] = {
         "tags": [op.tag],
         "summary": op.summary,
         "operationId": f"{method}_{rule_path}",
-        "parameters": _parameters(rule_path, op),
+        "parameters": _parameters(rule_path, op, converters),
         "responses": {},
     }
     if op.description:
@@ -90,6 +96,13 @@ def _operation(rule_path: str, method: str, op: Operation, types: set[type]) -> 
             types.add(kind)
             entry["content"] = {"application/json": {"schema": {"$ref": REF.format(name=kind.__name__)}}}
         out["responses"][str(status)] = entry
+    # gunicorn refuses a request line over `limit_request_line` bytes (gunicorn.conf.py) before the
+    # app sees it: any operation can get it, and its body is gunicorn's HTML page, not the error shape.
+    out["responses"]["414"] = {
+        "description": "Request line (method, path and query) too long; refused by gunicorn, HTML body",
+        "content": {"text/html": {"schema": {"type": "string"}}},
+    }
+    out["responses"] = dict(sorted(out["responses"].items()))
     return out
 
 
@@ -103,7 +116,9 @@ def build_document(app: Flask) -> dict[str, Any]:
             continue
         path = _PATH_PARAM.sub(lambda m: "{" + m["name"] + "}", rule.rule)
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
-            paths.setdefault(path, {})[method.lower()] = _operation(rule.rule, method.lower(), op, types)
+            paths.setdefault(path, {})[method.lower()] = _operation(
+                rule.rule, method.lower(), op, types, app.url_map.converters
+            )
     _, schemas = msgspec.json.schema_components(sorted(types, key=lambda t: t.__name__), ref_template=REF)
     return {
         "openapi": "3.1.0",

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 from flask import Blueprint, Response, request
+from werkzeug.routing import BaseConverter
 
 from service.articles import service
 from service.articles.schemas import (
@@ -17,6 +21,23 @@ from service.schemas import GenericError, Page
 from service.web import endpoint, no_content, respond
 
 bp = Blueprint("articles", __name__)
+
+
+class SlugConverter(BaseConverter):
+    """`<slug:...>`: an article slug, i.e. one path segment that is not a reserved slug.
+
+    No article ever gets a reserved slug, and `/api/articles/feed` is the feed: without this,
+    `PUT`/`DELETE /api/articles/feed` would reach the article routes (and `Allow` would list them)."""
+
+    part_isolating = True
+    regex = r"(?!(?:" + "|".join(re.escape(slug) for slug in sorted(service.RESERVED_SLUGS)) + r")\Z)[^/]+"
+    # Published as the path parameter's schema by service.openapi. The exclusion is told, not encoded
+    # as `not: {enum: [...]}`: by OpenAPI's own rule the concrete `/api/articles/feed` path is matched
+    # before this template, so such a value never names this parameter in the first place.
+    openapi_schema: dict[str, Any] = {
+        "type": "string",
+        "description": "The article's slug (never " + ", ".join(sorted(service.RESERVED_SLUGS)) + ").",
+    }
 
 
 @bp.get("/articles")
@@ -58,13 +79,13 @@ def create_article(body: NewArticleRequest) -> Response:
     return respond(SingleArticleResponse(service.create(current_user_id(), body.article)), 201)
 
 
-@bp.get("/articles/<slug>")
+@bp.get("/articles/<slug:slug>")
 @endpoint("Get an article", tag="Articles", auth="optional", responses={200: SingleArticleResponse})
 def get_article(slug: str) -> Response:
     return respond(service.get(slug, viewer_id()))
 
 
-@bp.put("/articles/<slug>")
+@bp.put("/articles/<slug:slug>")
 @endpoint(
     "Update an article",
     tag="Articles",
@@ -79,20 +100,20 @@ def update_article(slug: str, body: UpdateArticleRequest) -> Response:
     return respond(SingleArticleResponse(service.update(current_user_id(), slug, body.article, if_match)))
 
 
-@bp.delete("/articles/<slug>")
+@bp.delete("/articles/<slug:slug>")
 @endpoint("Delete an article", tag="Articles", auth="required", responses={204: None})
 def delete_article(slug: str) -> Response:
     service.delete(current_user_id(), slug)
     return no_content()
 
 
-@bp.post("/articles/<slug>/favorite")
+@bp.post("/articles/<slug:slug>/favorite")
 @endpoint("Favorite an article", tag="Favorites", auth="required", responses={200: SingleArticleResponse})
 def favorite(slug: str) -> Response:
     return respond(SingleArticleResponse(service.set_favorite(current_user_id(), slug, True)))
 
 
-@bp.delete("/articles/<slug>/favorite")
+@bp.delete("/articles/<slug:slug>/favorite")
 @endpoint("Unfavorite an article", tag="Favorites", auth="required", responses={200: SingleArticleResponse})
 def unfavorite(slug: str) -> Response:
     return respond(SingleArticleResponse(service.set_favorite(current_user_id(), slug, False)))

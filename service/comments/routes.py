@@ -13,7 +13,7 @@ bp = Blueprint("comments", __name__)
 TAG = "Comments"
 
 
-@bp.get("/articles/<slug>/comments")
+@bp.get("/articles/<slug:slug>/comments")
 @endpoint(
     "Comments on an article",
     tag=TAG,
@@ -26,7 +26,7 @@ def list_comments(slug: str, query: CommentPage) -> Response:
     return respond(service.list_for(slug, query, viewer_id()))
 
 
-@bp.post("/articles/<slug>/comments")
+@bp.post("/articles/<slug:slug>/comments")
 @endpoint(
     "Comment on an article", tag=TAG, auth="required", body=NewCommentRequest, responses={200: SingleCommentResponse}
 )
@@ -34,7 +34,7 @@ def add_comment(slug: str, body: NewCommentRequest) -> Response:
     return respond(SingleCommentResponse(service.add(current_user_id(), slug, body.comment.body)))
 
 
-@bp.delete("/articles/<slug>/comments/<int:comment_id>")
+@bp.delete("/articles/<slug:slug>/comments/<int:comment_id>")
 @endpoint("Delete a comment", tag=TAG, auth="required", responses={204: None})
 def delete_comment(slug: str, comment_id: int) -> Response:
     service.delete(current_user_id(), slug, comment_id)

@@ -7,6 +7,7 @@ from flask import Blueprint, Response
 from service.auth import current_user_id, viewer_id
 from service.profiles import service
 from service.profiles.schemas import ProfileResponse
+from service.schemas import GenericError
 from service.web import endpoint, respond
 
 bp = Blueprint("profiles", __name__)
@@ -20,7 +21,13 @@ def get_profile(username: str) -> Response:
 
 
 @bp.post("/profiles/<username>/follow")
-@endpoint("Follow a user", tag=TAG, auth="required", responses={200: ProfileResponse})
+@endpoint(
+    "Follow a user",
+    tag=TAG,
+    auth="required",
+    responses={200: ProfileResponse, 422: GenericError},
+    description="Following yourself is refused (422).",
+)
 def follow(username: str) -> Response:
     return respond(ProfileResponse(service.set_following(current_user_id(), username, True)))
 

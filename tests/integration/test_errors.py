@@ -39,6 +39,17 @@ def test_wrong_method_is_405_with_allow(client: FlaskClient) -> None:
     error_messages(client.delete("/api/tags"), 405)
 
 
+@pytest.mark.parametrize("method", ["put", "delete"])
+def test_the_feed_url_is_not_an_article(client: FlaskClient, api: Api, method: str) -> None:
+    # /api/articles/feed is the feed (GET only); no article is ever called "feed", so PUT and DELETE
+    # there are 405, and OPTIONS/Allow lists what the URL really serves (found by schemathesis).
+    token = api.register("alice")
+    resp = getattr(client, method)("/api/articles/feed", json={"article": {"title": "x"}}, headers=auth(token))
+    error_messages(resp, 405)
+    assert set(resp.headers["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS"}
+    assert set(client.options("/api/articles/feed").headers["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS"}
+
+
 def test_body_over_max_content_length_is_413(app: Flask, client: FlaskClient) -> None:
     assert app.config["MAX_CONTENT_LENGTH"] == 1024 * 1024
     big = b'{"user":{"username":"alice","email":"a@b.c","password":"' + b"x" * (1024 * 1024) + b'"}}'
