@@ -140,10 +140,6 @@ SELECT_TAGS_OF = text(
     "SELECT article_id, tag FROM article_tags WHERE article_id IN :ids ORDER BY article_id, tag"
 ).bindparams(bindparam("ids", expanding=True))
 
-SELECT_FAVORITED_AMONG = text(
-    "SELECT article_id FROM favorites WHERE user_id = :viewer AND article_id IN :ids"
-).bindparams(bindparam("ids", expanding=True))
-
 INSERT_ARTICLE = text(
     """
     INSERT INTO articles (slug, author_id, title, description, body, created_at, updated_at)
@@ -216,13 +212,6 @@ def tags_of(conn: Connection, article_ids: Sequence[int]) -> dict[int, list[str]
         for article_id, tag in conn.execute(SELECT_TAGS_OF, {"ids": list(article_ids)}):
             tags[article_id].append(tag)
     return tags
-
-
-def favorited_among(conn: Connection, viewer: int | None, article_ids: Sequence[int]) -> set[int]:
-    """Which of `article_ids` the viewer has favorited, in one statement (none for anonymous)."""
-    if viewer is None or not article_ids:
-        return set()
-    return {row[0] for row in conn.execute(SELECT_FAVORITED_AMONG, {"viewer": viewer, "ids": list(article_ids)})}
 
 
 def insert_article(

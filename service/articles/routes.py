@@ -76,7 +76,7 @@ def feed(query: Page) -> Response:
     description="The slug is made from the title, with a random suffix when it is already taken.",
 )
 def create_article(body: NewArticleRequest) -> Response:
-    return respond(SingleArticleResponse(service.create(current_user_id(), body.article)), 201)
+    return respond(service.create(current_user_id(), body.article), 201)
 
 
 @bp.get("/articles/<slug:slug>")
@@ -97,7 +97,7 @@ def get_article(slug: str) -> Response:
 )
 def update_article(slug: str, body: UpdateArticleRequest) -> Response:
     if_match = request.if_match if "If-Match" in request.headers else None
-    return respond(SingleArticleResponse(service.update(current_user_id(), slug, body.article, if_match)))
+    return respond(service.update(current_user_id(), slug, body.article, if_match))
 
 
 @bp.delete("/articles/<slug:slug>")
@@ -110,10 +110,10 @@ def delete_article(slug: str) -> Response:
 @bp.post("/articles/<slug:slug>/favorite")
 @endpoint("Favorite an article", tag="Favorites", auth="required", responses={200: SingleArticleResponse})
 def favorite(slug: str) -> Response:
-    return respond(SingleArticleResponse(service.set_favorite(current_user_id(), slug, True)))
+    return respond(service.set_favorite(current_user_id(), slug, True))
 
 
 @bp.delete("/articles/<slug:slug>/favorite")
 @endpoint("Unfavorite an article", tag="Favorites", auth="required", responses={200: SingleArticleResponse})
 def unfavorite(slug: str) -> Response:
-    return respond(SingleArticleResponse(service.set_favorite(current_user_id(), slug, False)))
+    return respond(service.set_favorite(current_user_id(), slug, False))

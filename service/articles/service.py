@@ -1,8 +1,9 @@
 """Use cases for articles: lists and feed, read, write, favorites.
 
 A page of articles costs a constant number of statements whatever its size:
-the page, its total, then one batched statement each for tags, the viewer's
-favorites and the viewer's follows.
+the page, its total and one batched statement for tags build what an
+anonymous reader sees; `personalize` adds one statement for a signed-in
+reader's favorites and follows. Writes answer through the same two steps.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from service.articles.schemas import (
 from service.db import get_db
 from service.errors import Forbidden, NotFound, PreconditionFailed, Unavailable, messages
 from service.personalize import personalize, shared
-from service.profiles import repository as profiles_repo
 from service.profiles.service import to_profile
 from service.schemas import Page
 
@@ -49,11 +49,9 @@ def slugify(title: str) -> str:
     return slug[:SLUG_MAX].rstrip("-") or "article"
 
 
-def _summaries(conn: Connection, rows: Sequence[Row[Any]], viewer: int | None) -> list[ArticleSummary]:
-    ids = [row.id for row in rows]
-    tags = repo.tags_of(conn, ids)
-    favorited = repo.favorited_among(conn, viewer, ids)
-    following = profiles_repo.followed_among(conn, viewer, (row.author_id for row in rows))
+def _summaries(conn: Connection, rows: Sequence[Row[Any]]) -> list[ArticleSummary]:
+    """Articles as an anonymous reader sees them; `personalize` sets the viewer's flags."""
+    tags = repo.tags_of(conn, [row.id for row in rows])
     return [
         ArticleSummary(
             slug=row.slug,
@@ -62,16 +60,16 @@ def _summaries(conn: Connection, rows: Sequence[Row[Any]], viewer: int | None) -
             tagList=tags.get(row.id, []),
             createdAt=timefmt.iso(row.created_at),
             updatedAt=timefmt.iso(row.updated_at),
-            favorited=row.id in favorited,
+            favorited=False,
             favoritesCount=row.favorites_count,
-            author=to_profile(row, row.author_id in following),
+            author=to_profile(row, False),
         )
         for row in rows
     ]
 
 
-def _article(conn: Connection, row: Row[Any], viewer: int | None) -> Article:
-    summary = _summaries(conn, [row], viewer)[0]
+def _article(conn: Connection, row: Row[Any]) -> Article:
+    summary = _summaries(conn, [row])[0]
     return Article(body=row.body, **{f: getattr(summary, f) for f in summary.__struct_fields__})
 
 
@@ -117,13 +115,13 @@ def feed(page: Page, viewer: int) -> bytes:
 
 
 def _shared_page(conn: Connection, rows: Sequence[Row[Any]], total: int) -> bytes:
-    page = MultipleArticlesResponse(_summaries(conn, rows, None), total)
+    page = MultipleArticlesResponse(_summaries(conn, rows), total)
     return shared(page, [(r.slug, r.id) for r in rows], [(r.username, r.author_id) for r in rows])
 
 
 def _article_bytes(conn: Connection, slug: str) -> bytes:
     row = _require(conn, slug)
-    article = SingleArticleResponse(_article(conn, row, None))
+    article = SingleArticleResponse(_article(conn, row))
     return shared(article, [(row.slug, row.id)], [(row.username, row.author_id)])
 
 
@@ -137,7 +135,7 @@ def get(slug: str, viewer: int | None) -> bytes:
     return personalize(cache.get_cache().fetch(cache.article_key(slug), load), viewer)
 
 
-def create(author_id: int, new: NewArticle) -> Article:
+def create(author_id: int, new: NewArticle) -> bytes:
     """Publish an article under a fresh unique slug (a random suffix when the title's is taken)."""
     tags = sorted({tag.strip() for tag in new.tagList})
     base = slugify(new.title)
@@ -153,7 +151,7 @@ def create(author_id: int, new: NewArticle) -> Article:
         else:
             raise Unavailable()
         repo.insert_tags(conn, article_id, tags)
-        article = _article(conn, _require(conn, slug), author_id)
+        article = personalize(_article_bytes(conn, slug), author_id, conn)
     cache.get_cache().bump([cache.LISTS, cache.TAGS])
     return article
 
@@ -165,7 +163,7 @@ def _owned(conn: Connection, slug: str, viewer: int) -> Row[Any]:
     return row
 
 
-def update(viewer: int, slug: str, changes: UpdateArticle, if_match: ETags | None = None) -> Article:
+def update(viewer: int, slug: str, changes: UpdateArticle, if_match: ETags | None = None) -> bytes:
     """Change title, description or body; the slug stays, so links keep working.
 
     NotFound for an unknown slug, Forbidden unless `viewer` is the author,
@@ -178,7 +176,7 @@ def update(viewer: int, slug: str, changes: UpdateArticle, if_match: ETags | Non
         if if_match and not if_match.contains(generate_etag(personalize(_article_bytes(conn, slug), viewer, conn))):
             raise PreconditionFailed()
         repo.update_article(conn, row.id, {k: v for k, v in values.items() if v is not UNSET}, timefmt.now(db.dialect))
-        article = _article(conn, _require(conn, slug), viewer)
+        article = personalize(_article_bytes(conn, slug), viewer, conn)
     cache.get_cache().bump([cache.article_gen(slug), cache.LISTS])
     return article
 
@@ -190,7 +188,7 @@ def delete(viewer: int, slug: str) -> None:
     cache.get_cache().bump([cache.article_gen(slug), cache.comments_gen(slug), cache.LISTS, cache.TAGS])
 
 
-def set_favorite(viewer: int, slug: str, favorite: bool) -> Article:
+def set_favorite(viewer: int, slug: str, favorite: bool) -> bytes:
     """Favorite or unfavorite (idempotent) and return the article with its new count."""
     db = get_db()
     with db.transaction() as conn:
@@ -199,6 +197,6 @@ def set_favorite(viewer: int, slug: str, favorite: bool) -> Article:
             repo.add_favorite(conn, viewer, row.id, timefmt.now(db.dialect))
         else:
             repo.remove_favorite(conn, viewer, row.id)
-        article = _article(conn, _require(conn, slug), viewer)
+        article = personalize(_article_bytes(conn, slug), viewer, conn)
     cache.get_cache().bump([cache.article_gen(slug), cache.LISTS])
     return article

@@ -31,7 +31,7 @@ def list_comments(slug: str, query: CommentPage) -> Response:
     "Comment on an article", tag=TAG, auth="required", body=NewCommentRequest, responses={200: SingleCommentResponse}
 )
 def add_comment(slug: str, body: NewCommentRequest) -> Response:
-    return respond(SingleCommentResponse(service.add(current_user_id(), slug, body.comment.body)))
+    return respond(service.add(current_user_id(), slug, body.comment.body))
 
 
 @bp.delete("/articles/<slug:slug>/comments/<int:comment_id>")

@@ -10,26 +10,29 @@ from sqlalchemy import Connection, Row
 from service import cache, timefmt
 from service.articles import repository as articles_repo
 from service.comments import repository as repo
-from service.comments.schemas import Comment, CommentPage, MultipleCommentsResponse
+from service.comments.schemas import Comment, CommentPage, MultipleCommentsResponse, SingleCommentResponse
 from service.db import get_db
 from service.errors import Forbidden, NotFound, messages
 from service.personalize import personalize, shared
-from service.profiles import repository as profiles_repo
 from service.profiles.service import to_profile
 
 # Ids are 64-bit; a larger number in the URL cannot name a comment.
 MAX_ID = 2**63 - 1
 
 
-def _comments(conn: Connection, rows: Sequence[Row[Any]], viewer: int | None) -> list[Comment]:
-    following = profiles_repo.followed_among(conn, viewer, (row.author_id for row in rows))
+def _shared(payload: Any, rows: Sequence[Row[Any]]) -> bytes:
+    return shared(payload, users=[(r.username, r.author_id) for r in rows])
+
+
+def _comments(rows: Sequence[Row[Any]]) -> list[Comment]:
+    """Comments as an anonymous reader sees them; `personalize` sets `following`."""
     return [
         Comment(
             id=row.id,
             createdAt=timefmt.iso(row.created_at),
             updatedAt=timefmt.iso(row.updated_at),
             body=row.body,
-            author=to_profile(row, row.author_id in following),
+            author=to_profile(row, False),
         )
         for row in rows
     ]
@@ -48,21 +51,20 @@ def list_for(slug: str, page: CommentPage, viewer: int | None) -> bytes:
     def load() -> bytes:
         with get_db().read() as conn:
             rows = repo.comments_of(conn, _article_id(conn, slug), page.limit, page.offset)
-            comments = MultipleCommentsResponse(_comments(conn, rows, None))
-            return shared(comments, users=[(r.username, r.author_id) for r in rows])
+            return _shared(MultipleCommentsResponse(_comments(rows)), rows)
 
     key = cache.comments_key(slug, page.limit, page.offset)
     return personalize(cache.get_cache().fetch(key, load), viewer)
 
 
-def add(author_id: int, slug: str, body: str) -> Comment:
+def add(author_id: int, slug: str, body: str) -> bytes:
     """Comment on an article; NotFound for an unknown slug."""
     db = get_db()
     with db.transaction() as conn:
         comment_id = repo.insert_comment(conn, _article_id(conn, slug), author_id, body, timefmt.now(db.dialect))
         row = repo.comment(conn, comment_id)
         assert row is not None
-        comment = _comments(conn, [row], author_id)[0]
+        comment = personalize(_shared(SingleCommentResponse(_comments([row])[0]), [row]), author_id, conn)
     cache.get_cache().bump([cache.comments_gen(slug)])
     return comment
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, text
+from sqlalchemy import Connection, Row, text
 
 SELECT_PROFILE = text(
     """
@@ -26,10 +25,6 @@ INSERT_FOLLOW = text(
 
 DELETE_FOLLOW = text("DELETE FROM follows WHERE follower_id = :follower AND followee_id = :followee")
 
-SELECT_FOLLOWED_AMONG = text(
-    "SELECT followee_id FROM follows WHERE follower_id = :viewer AND followee_id IN :ids"
-).bindparams(bindparam("ids", expanding=True))
-
 
 def profile(conn: Connection, username: str, viewer: int | None) -> Row[Any] | None:
     """The user's public row with `following` for `viewer`, or None."""
@@ -43,11 +38,3 @@ def follow(conn: Connection, follower: int, followee: int, now: Any) -> None:
 
 def unfollow(conn: Connection, follower: int, followee: int) -> None:
     conn.execute(DELETE_FOLLOW, {"follower": follower, "followee": followee})
-
-
-def followed_among(conn: Connection, viewer: int | None, user_ids: Iterable[int]) -> set[int]:
-    """Which of `user_ids` the viewer follows, in one statement (none for anonymous)."""
-    ids = sorted(set(user_ids))
-    if viewer is None or not ids:
-        return set()
-    return {row[0] for row in conn.execute(SELECT_FOLLOWED_AMONG, {"viewer": viewer, "ids": ids})}
