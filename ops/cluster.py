@@ -1,0 +1,450 @@
+"""Run N Conduit replicas behind HAProxy on this host.
+
+    python -m ops.cluster start --replicas 3    # make cluster REPLICAS=3
+    python -m ops.cluster status
+    python -m ops.cluster rolling-restart       # make rolling-restart
+    python -m ops.cluster stop                  # make cluster-stop
+    python -m ops.cluster kill app2 / revive app2   (fault drills)
+    python -m ops.cluster admin show stat       (one HAProxy runtime API command)
+
+Everything lives in the state directory (var/cluster/ by default): `servers.cfg`, the replica
+inventory HAProxy loads after haproxy.cfg (names and ports are read back from it, nowhere else),
+`state.json` (pids with their start times, the replicas' environment; mode 600: it may hold
+SECRET_KEY), one log per process and HAProxy's admin socket. Each process leads its own session, so
+a stop or a kill reaches a gunicorn master and its workers, and only the processes recorded here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from ops import database, procs
+from ops.lbadmin import Admin, AdminError
+
+ROOT = Path(__file__).resolve().parent.parent
+BACKEND = "be_api"
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/conduit"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+SERVER_LINE = re.compile(r"^\s*server\s+(\S+)\s+(\S+):(\d+)(\s|$)")
+Log = Callable[[str], None]
+
+
+class ClusterError(RuntimeError):
+    """The cluster cannot do what was asked; the message says why and where to look."""
+
+
+def read_inventory(path: Path) -> dict[str, tuple[str, int]]:
+    """name -> (host, port) of every `server` line of a servers file."""
+    servers = {}
+    for line in path.read_text().splitlines():
+        if match := SERVER_LINE.match(line.split("#", 1)[0]):
+            servers[match[1]] = (match[2], int(match[3]))
+    return servers
+
+
+def write_inventory(path: Path, replicas: Mapping[str, int]) -> None:
+    lines = [
+        "# The replica inventory, written by `python -m ops.cluster start`; HAProxy loads it after haproxy.cfg.",
+        "# Every setting comes from `defaults replicas` in haproxy.cfg. Several hosts: one line per replica,",
+        "# `server <name> <host>:<port>` (see ops/haproxy/servers.example.cfg).",
+        f"backend {BACKEND} from replicas",
+        *(f"    server {name} 127.0.0.1:{port}" for name, port in replicas.items()),
+    ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def haproxy_binary() -> str:
+    candidates = (shutil.which("haproxy"), "/usr/sbin/haproxy", "/usr/local/sbin/haproxy")
+    found = next((c for c in candidates if c and Path(c).exists()), None)
+    if not found:
+        raise ClusterError("haproxy is not installed: `make haproxy` (apt-get install -y haproxy)")
+    return found
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/healthz", timeout=1) as resp:  # noqa: S310 - http to a replica
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+class Cluster:
+    def __init__(self, state_dir: Path | str = ROOT / "var" / "cluster", log: Log = print) -> None:
+        self.dir = Path(state_dir).resolve()
+        self.inventory = self.dir / "servers.cfg"
+        self.state_file = self.dir / "state.json"
+        self.socket = self.dir / "haproxy.sock"
+        self.log = log
+        self.state: dict[str, Any] = {}
+        self.reload()
+
+    # -- state ------------------------------------------------------------------------------------
+    def reload(self) -> None:
+        """Read state.json again: another invocation (a rolling restart) may have replaced processes."""
+        self.state = json.loads(self.state_file.read_text()) if self.state_file.exists() else {}
+
+    def _save(self) -> None:
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state, indent=2))
+        tmp.chmod(0o600)
+        tmp.replace(self.state_file)
+
+    def _proc(self, name: str) -> procs.Process | None:
+        record = self.state.get("processes", {}).get(name)
+        return procs.Process(record["pid"], record["started"]) if record else None
+
+    def _record(self, name: str, proc: procs.Process) -> None:
+        self.state.setdefault("processes", {})[name] = {"pid": proc.pid, "started": proc.started}
+        self._save()
+
+    def replicas(self) -> dict[str, tuple[str, int]]:
+        if not self.inventory.exists():
+            raise ClusterError(f"no cluster in {self.dir} (no servers.cfg): start one with `make cluster`")
+        return read_inventory(self.inventory)
+
+    def admin(self) -> Admin:
+        return Admin(self.socket)
+
+    def running(self) -> list[str]:
+        """Names of the recorded processes that still run (haproxy, app1, ...)."""
+        self.reload()
+        names = self.state.get("processes", {})
+        return [name for name in names if (proc := self._proc(name)) is not None and procs.owns_group(proc)]
+
+    # -- start ------------------------------------------------------------------------------------
+    def start(
+        self,
+        replicas: int = 3,
+        workers: int = 2,
+        port: int = 8080,
+        stats_port: int = 8404,
+        first_port: int = 8001,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 60.0,
+        replica_ports: Sequence[int] | None = None,
+    ) -> None:
+        """Migrate, start the replicas and HAProxy, wait until HAProxy sees every replica UP."""
+        if self.running():
+            raise ClusterError(f"a cluster is already running from {self.dir}: `make cluster-stop` first")
+        chosen = replica_ports or [first_port + i for i in range(replicas)]
+        ports = {f"app{i}": port for i, port in enumerate(chosen, start=1)}
+        busy = [p for p in (port, stats_port, *ports.values()) if not port_free(p)]
+        if busy:
+            raise ClusterError(f"ports already in use on 127.0.0.1: {busy}")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.socket.unlink(missing_ok=True)
+        base = {**os.environ, **(env or {})}
+        base.pop("BIND", None)  # BIND would win over each replica's PORT
+        defaults = {
+            "DATABASE_URL": DEFAULT_DATABASE_URL,
+            "REDIS_URL": DEFAULT_REDIS_URL,
+            "APP_ENV": "production",
+            # Lame duck on a plain SIGTERM: /healthz answers 503 this long before the listener closes,
+            # enough for HAProxy (inter 1 s, fall 2) to stop sending. rolling-restart drains first anyway.
+            "SHUTDOWN_DELAY": "3",
+        }
+        base.update({k: v for k, v in defaults.items() if not base.get(k)})
+        if base["APP_ENV"] == "production" and not base.get("SECRET_KEY"):
+            base["SECRET_KEY"] = secrets.token_urlsafe(48)  # one key for all replicas, kept in state.json
+        base.update(HOST="127.0.0.1", WEB_CONCURRENCY=str(workers))
+        lb = {
+            "LB_BIND": f"127.0.0.1:{port}",
+            "LB_STATS_BIND": f"127.0.0.1:{stats_port}",
+            "LB_ADMIN_SOCKET": str(self.socket),
+        }
+        self.state = {
+            "env": base,
+            "lb_env": lb,
+            "api": f"http://127.0.0.1:{port}",
+            "stats": f"http://127.0.0.1:{stats_port}",
+        }
+        self._save()
+        write_inventory(self.inventory, ports)
+        self.check_config()
+        try:
+            max_connections = database.prepare(base["DATABASE_URL"], self.log)
+        except database.DatabaseError as exc:
+            raise ClusterError(str(exc)) from exc
+        if max_connections is not None:
+            database.fit_budget(base, replicas * workers, max_connections, self.log)
+            self._save()
+        bin_dir = Path(sys.executable).parent
+        migrate = procs.spawn(
+            [str(bin_dir / "flask"), "--app", "service", "db", "upgrade"], base, ROOT, self.dir / "migrate.log"
+        )
+        if not procs.wait_gone(migrate, timeout):
+            raise ClusterError(f"migrations did not finish in {timeout:.0f} s; see {self.dir / 'migrate.log'}")
+        try:
+            for name in ports:
+                self._spawn_replica(name)
+            for name in ports:
+                self._wait_healthy(name, timeout)
+            # -W: master-worker, so `kill -USR2 <pid>` reloads haproxy.cfg and servers.cfg without a lost connection.
+            haproxy = procs.spawn(self._haproxy_argv("-W", "-db"), {**base, **lb}, ROOT, self.dir / "haproxy.log")
+            self._record("haproxy", haproxy)
+            self._wait_lb_up(list(ports), timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _haproxy_argv(self, *extra: str) -> list[str]:
+        return [haproxy_binary(), *extra, "-f", str(ROOT / "haproxy.cfg"), "-f", str(self.inventory)]
+
+    def check_config(self) -> None:
+        """`haproxy -c` on haproxy.cfg + the inventory, with the cluster's environment."""
+        env = {**os.environ, **self.state.get("env", {}), **self.state.get("lb_env", {})}
+        argv = self._haproxy_argv("-c", "-q")
+        out = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)  # noqa: S603 - fixed argv
+        if out.returncode != 0:
+            raise ClusterError(f"haproxy -c failed:\n{out.stdout}{out.stderr}")
+
+    def _spawn_replica(self, name: str) -> None:
+        _host, port = self.replicas()[name]
+        env = {**self.state["env"], "PORT": str(port)}
+        argv = [str(Path(sys.executable).parent / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py")]
+        self._record(name, procs.spawn(argv, env, ROOT, self.dir / f"{name}.log"))
+
+    def _wait_healthy(self, name: str, timeout: float) -> None:
+        _host, port = self.replicas()[name]
+        proc, deadline = self._proc(name), time.monotonic() + timeout
+        while not healthy(f"http://127.0.0.1:{port}"):
+            if proc is None or not procs.running(proc) or time.monotonic() > deadline:
+                raise ClusterError(f"{name} did not become healthy on port {port}; see {self.dir / (name + '.log')}")
+            time.sleep(0.1)
+
+    def _wait_lb_up(self, names: list[str], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                states = self.admin().servers(BACKEND)
+                if all(n in states and states[n].up for n in names):
+                    return
+            except AdminError:
+                pass
+            haproxy = self._proc("haproxy")
+            if haproxy is None or not procs.running(haproxy) or time.monotonic() > deadline:
+                raise ClusterError(f"HAProxy does not see {names} UP; see {self.dir / 'haproxy.log'}")
+            time.sleep(0.1)
+
+    # -- stop -------------------------------------------------------------------------------------
+    def stop(self, timeout: float = 40.0) -> list[str]:
+        """Stop HAProxy, then every replica (SIGTERM, SIGKILL after `timeout`); only recorded processes."""
+        self.reload()
+        alive = {n: p for n in self.state.get("processes", {}) if (p := self._proc(n)) and procs.owns_group(p)}
+        if "haproxy" in alive:  # first: no request is sent to a replica that is going away
+            procs.stop(alive["haproxy"], timeout)
+        replicas = {n: p for n, p in alive.items() if n != "haproxy"}
+        for proc in replicas.values():  # all at once: each takes SHUTDOWN_DELAY + its drain
+            if not procs.signal_leader(proc, signal.SIGTERM):
+                procs.signal_group(proc, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in replicas.values():
+            procs.finish(proc, max(0.0, deadline - time.monotonic()))  # SIGKILL to what is left at the deadline
+        stopped = sorted(alive, key=lambda n: n != "haproxy")
+        self.state["processes"] = {}
+        if self.state_file.exists():
+            self._save()
+        self.socket.unlink(missing_ok=True)
+        return stopped
+
+    # -- single replicas --------------------------------------------------------------------------
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Send `sig` to the replica's whole process group (master and workers), as a crash would."""
+        self.reload()
+        proc = self._proc(name)
+        if proc is None or not procs.signal_group(proc, sig):
+            raise ClusterError(f"{name} is not running")
+
+    def revive(self, name: str, timeout: float = 60.0) -> None:
+        """Start a replica that is not running; HAProxy's health checks bring it back."""
+        self.reload()
+        proc = self._proc(name)
+        if proc is not None and procs.owns_group(proc):
+            raise ClusterError(f"{name} is running (pid {proc.pid})")
+        self._spawn_replica(name)
+        self._wait_healthy(name, timeout)
+
+    # -- rolling restart --------------------------------------------------------------------------
+    def rolling_restart(
+        self, drain_timeout: float = 30.0, stop_timeout: float = 40.0, up_timeout: float = 60.0, force: bool = False
+    ) -> list[dict[str, float]]:
+        """Restart replicas one at a time without failing a request; return per-replica timings.
+
+        For each: drain in HAProxy, wait until it has no request in flight (at most
+        `drain_timeout`), SIGTERM, wait for exit (SIGKILL after `stop_timeout`), start it again,
+        wait until HAProxy sees it UP, mark it ready. A replica that does not come back stays
+        drained and the restart stops there with an error."""
+        self.reload()
+        admin, names = self.admin(), list(self.replicas())
+        states = admin.servers(BACKEND)
+        not_ready = [n for n in names if n not in states or not states[n].ready]
+        if not_ready and not force:
+            raise ClusterError(f"not every replica is UP and ready ({not_ready}); fix that first or use --force")
+        timings = []
+        for name in names:
+            t0 = time.monotonic()
+            admin.set_state(BACKEND, name, "drain")
+            drained = self._wait_drained(admin, name, drain_timeout)
+            t1 = time.monotonic()
+            proc = self._proc(name)
+            graceful = procs.stop(proc, stop_timeout) if proc is not None else True
+            # Seen DOWN first, so the UP awaited below is the new process's (and slowstart applies).
+            self._wait_lb(admin, name, up=False, timeout=10.0)
+            t2 = time.monotonic()
+            self._spawn_replica(name)
+            self._wait_healthy(name, up_timeout)
+            t3 = time.monotonic()
+            if not self._wait_lb(admin, name, up=True, timeout=up_timeout):
+                raise ClusterError(f"HAProxy does not see the new {name} UP; it stays drained")
+            admin.set_state(BACKEND, name, "ready")
+            t4 = time.monotonic()
+            timings.append({"drain": t1 - t0, "stop": t2 - t1, "boot": t3 - t2, "rise": t4 - t3, "total": t4 - t0})
+            note = "" if drained else f" (still busy after {drain_timeout:.0f} s)"
+            note += "" if graceful else " (SIGKILLed after stop timeout)"
+            self.log(
+                f"{name}: drained {t1 - t0:.1f} s{note}, stopped {t2 - t1:.1f} s, booted {t3 - t2:.1f} s, "
+                f"UP in HAProxy {t4 - t3:.1f} s"
+            )
+        return timings
+
+    def _wait_lb(self, admin: Admin, name: str, up: bool, timeout: float) -> bool:
+        """Wait until HAProxy's health checks see `name` UP (or DOWN); False on timeout."""
+        deadline = time.monotonic() + timeout
+        while admin.servers(BACKEND)[name].up != up:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+    def _wait_drained(self, admin: Admin, name: str, timeout: float) -> bool:
+        """True once HAProxy shows no request in flight or queued on `name` twice in a row."""
+        deadline, zeros = time.monotonic() + timeout, 0
+        while time.monotonic() < deadline:
+            row = admin.stats(BACKEND)[name]
+            zeros = zeros + 1 if row["scur"] == "0" and row["qcur"] in ("0", "") else 0
+            if zeros >= 2:
+                return True
+            time.sleep(0.05)
+        return False
+
+    # -- reporting --------------------------------------------------------------------------------
+    def status(self) -> str:
+        self.reload()
+        lines, stats = [], {}
+        haproxy = self._proc("haproxy")
+        if haproxy is not None and procs.running(haproxy):
+            try:
+                stats = self.admin().stats(BACKEND)
+            except AdminError as exc:
+                lines.append(f"HAProxy admin socket unreachable: {exc}")
+        for name, (host, port) in self.replicas().items():
+            proc, row = self._proc(name), stats.get(name, {})
+            pid = f"pid {proc.pid}" if proc and procs.running(proc) else "not running"
+            lb = f"haproxy: {row.get('status', '?'):<6} in flight {row.get('scur', '?'):>3}"
+            counters = f"retries {row.get('wretr', '?')}  redispatches {row.get('wredis', '?')}"
+            lines.append(f"{name:<6} {host}:{port:<6} {pid:<12} {lb}  {counters}  check {row.get('check_status', '?')}")
+        lines.append(f"haproxy {'pid ' + str(haproxy.pid) if haproxy and procs.running(haproxy) else 'not running'}")
+        return "\n".join(lines)
+
+    def describe(self) -> str:
+        api, stats, env = self.state["api"], self.state["stats"], self.state["env"]
+        rel = os.path.relpath(self.dir) if self.dir.is_relative_to(Path.cwd()) else str(self.dir)
+        rows = [
+            f"Conduit: {len(self.replicas())} replicas behind HAProxy (state in {rel}/)",
+            f"  API             {api}/api   e.g. curl {api}/api/tags",
+            f"  API docs        {api}/api/docs",
+            f"  HAProxy stats   {stats}/stats   Prometheus {stats}/metrics   LB health {stats}/healthz",
+            f"  admin socket    {rel}/haproxy.sock   (python -m ops.cluster status)",
+            f"  HAProxy log     {rel}/haproxy.log",
+            f"  PostgreSQL      {_masked(env['DATABASE_URL'])}   Redis {_masked(env['REDIS_URL'])}",
+        ]
+        for name, (host, port) in self.replicas().items():
+            proc = self._proc(name)
+            pid = proc.pid if proc else "?"
+            rows.append(f"  {name:<15} http://{host}:{port} (pid {pid}, metrics /metrics, log {rel}/{name}.log)")
+        rows.append("  stop            make cluster-stop     rolling restart: make rolling-restart")
+        return "\n".join(rows)
+
+
+def _masked(url: str) -> str:
+    """`url` without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(":" + parts.password + "@", ":***@", 1)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ops.cluster", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--state-dir", default=str(ROOT / "var" / "cluster"), help="default: var/cluster")
+    sub = parser.add_subparsers(dest="command", required=True)
+    start = sub.add_parser("start", help="migrate, start N replicas and HAProxy, print where everything is")
+    start.add_argument("--replicas", type=int, default=3)
+    start.add_argument("--workers", type=int, default=2, help="gunicorn workers per replica")
+    start.add_argument("--port", type=int, default=8080, help="HAProxy's public port")
+    start.add_argument("--stats-port", type=int, default=8404)
+    start.add_argument("--first-port", type=int, default=8001, help="replica i listens on first-port + i - 1")
+    sub.add_parser("stop", help="stop exactly the processes this cluster started")
+    sub.add_parser("status", help="each replica's process and HAProxy state")
+    roll = sub.add_parser("rolling-restart", help="drain, restart and re-admit replicas one at a time")
+    roll.add_argument("--drain-timeout", type=float, default=30.0)
+    roll.add_argument("--stop-timeout", type=float, default=40.0)
+    roll.add_argument("--up-timeout", type=float, default=60.0)
+    roll.add_argument("--force", action="store_true", help="run even if a replica is not UP")
+    for name, text in (("kill", "SIGKILL a replica's process group (fault drill)"), ("revive", "start a dead replica")):
+        sub.add_parser(name, help=text).add_argument("name")
+    admin = sub.add_parser("admin", help='one command on the HAProxy admin socket, e.g. "show stat"')
+    admin.add_argument("words", nargs="+")
+    args = parser.parse_args(argv)
+    cluster = Cluster(args.state_dir)
+    try:
+        if args.command == "start":
+            cluster.start(args.replicas, args.workers, args.port, args.stats_port, args.first_port)
+            print(cluster.describe())
+        elif args.command == "stop":
+            stopped = cluster.stop()
+            print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+        elif args.command == "status":
+            print(cluster.status())
+        elif args.command == "rolling-restart":
+            cluster.rolling_restart(args.drain_timeout, args.stop_timeout, args.up_timeout, args.force)
+        elif args.command == "kill":
+            cluster.kill(args.name)
+        elif args.command == "revive":
+            cluster.revive(args.name)
+        elif args.command == "admin":
+            print(cluster.admin().command(" ".join(args.words)), end="")
+    except (ClusterError, AdminError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""`python -m ops.cluster` (what `make cluster` / `make cluster-stop` run) leaves nothing behind and
+touches nothing it did not start."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ops import procs
+from ops.cluster import ROOT
+from tests.cluster.conftest import CLUSTER_ENV, distinct_free_ports, require_haproxy
+from tests.conftest import scratch_database
+
+
+@pytest.fixture
+def state_dir() -> Iterator[Path]:
+    path = ROOT / "var" / f"cluster-cli-{secrets.token_hex(3)}"
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def cli(state: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "ops.cluster", "--state-dir", str(state), *args]
+    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_start_then_stop_leaves_no_process_behind(state_dir: Path, redis_url: str) -> None:
+    require_haproxy()
+    lb, stats, first = distinct_free_ports(3)
+    with scratch_database("conduit_cli") as database_url:
+        env = {
+            **os.environ,
+            **CLUSTER_ENV,
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "CACHE_KEY_PREFIX": f"test:cli:{secrets.token_hex(4)}:",
+            "SHUTDOWN_DELAY": "0",
+        }
+        started = cli(state_dir, "start", "--replicas", "1", "--workers", "1", "--port", str(lb),
+                      "--stats-port", str(stats), "--first-port", str(first), env=env)  # fmt: skip
+        try:
+            assert started.returncode == 0, started.stdout + started.stderr
+            assert f"http://127.0.0.1:{lb}/api" in started.stdout and "make cluster-stop" in started.stdout
+            recorded = json.loads((state_dir / "state.json").read_text())["processes"]
+            groups = [procs.Process(p["pid"], p["started"]) for p in recorded.values()]
+            assert sorted(recorded) == ["app1", "haproxy"]
+            # HAProxy master + worker, gunicorn master + worker: each group has both
+            assert all(len(procs.group_members(g.pid)) >= 2 for g in groups)
+
+            stopped = cli(state_dir, "stop")
+            assert stopped.returncode == 0, stopped.stderr
+            assert all(procs.group_members(g.pid) == [] for g in groups)
+            assert (state_dir / "haproxy.sock").exists() is False
+            assert cli(state_dir, "stop").stdout.strip() == "nothing was running"
+        finally:
+            cli(state_dir, "stop")  # a failed assertion above must not leave the cluster running
+
+
+def test_stop_never_signals_a_process_whose_pid_was_reused(state_dir: Path) -> None:
+    bystander = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        stat = procs._stat(bystander.pid)
+        assert stat is not None
+        state_dir.mkdir(parents=True)
+        # The state of a cluster that died; its recorded pid now belongs to someone else (other start time).
+        record = {"pid": bystander.pid, "started": stat[2] - 1}
+        (state_dir / "state.json").write_text(json.dumps({"processes": {"app1": record}}))
+        assert cli(state_dir, "stop").stdout.strip() == "nothing was running"
+        time.sleep(0.2)
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
