@@ -1,0 +1,4 @@
+-- Token revocation on password change (service/auth.py). Keep in step with ../postgresql/0003_token_revocation.sql.
+-- Tokens whose `iat` (epoch seconds) is before this value are refused; a password change sets it to
+-- the time of the change. 0 = nothing revoked, which is right for every existing row.
+ALTER TABLE users ADD COLUMN tokens_valid_after INTEGER NOT NULL DEFAULT 0;
