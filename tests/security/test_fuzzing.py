@@ -85,7 +85,9 @@ def fuzz(label: str, base: str, report_dir: Path, *extra: str) -> dict[str, Any]
     ]
     started = time.monotonic()
     # cwd: keep schemathesis' own files (reports, caches) out of the repository.
-    result = subprocess.run(command, cwd=report_dir, capture_output=True, text=True, timeout=600, check=False)
+    # fuzz_hooks.py keeps the fuzzer from revoking its own token with a password change.
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": str(HERE / "fuzz_hooks.py")}
+    result = subprocess.run(command, cwd=report_dir, env=env, capture_output=True, text=True, timeout=600, check=False)
     elapsed = time.monotonic() - started
     output = result.stdout + result.stderr
     assert report.exists(), output[-10000:]
