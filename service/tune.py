@@ -1,0 +1,488 @@
+"""`flask --app service tune` (`make tune`): size gunicorn workers, greenlets and DB pools by measuring.
+
+Sweeps WEB_CONCURRENCY x WORKER_CONNECTIONS with the benchmark harness (bench/run.py: a fresh
+database conduit_bench_<pid>, the seeded dataset, wrk), derives the DB pools of each setting from
+the rule in `pool_for`, checks the PostgreSQL connection budget read from the server, prints a
+table and a recommendation with its reasoning, and writes tune.json and tune.png.
+
+Only click and the standard library are imported at module level: create_app registers this
+command in every process, gunicorn workers included. The harness, SQLAlchemy and matplotlib are
+imported when the command runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
+SCENARIOS = ("anon_list", "anon_list_page40", "auth_list", "article", "profile", "tags", "feed", "comment_write", "mix")
+# Per-worker connection peak of the shipped defaults: 10 reads + 5 writes + 2 x 5 overflow.
+DEFAULT_PEAK = 25
+# Below this a worker cannot read and write at the same time with any slack: 2 reads + 1 write.
+MIN_PEAK = 3
+
+
+@dataclass(frozen=True)
+class Pool:
+    """DB pools of one worker; `peak` is what it may open: reads + writes + 2 x overflow."""
+
+    reads: int
+    writes: int
+    overflow: int
+
+    @property
+    def peak(self) -> int:
+        return self.reads + self.writes + 2 * self.overflow
+
+    def env(self) -> dict[str, str]:
+        return {
+            "DB_POOL_SIZE": str(self.reads),
+            "DB_WRITE_POOL_SIZE": str(self.writes),
+            "DB_MAX_OVERFLOW": str(self.overflow),
+        }
+
+    def __str__(self) -> str:
+        return f"{self.reads}+{self.writes}+2x{self.overflow}"
+
+
+def pool_for(worker_connections: int, share: int, cap: int = DEFAULT_PEAK) -> Pool | None:
+    """The pools that follow from WORKER_CONNECTIONS: None when the budget leaves under MIN_PEAK.
+
+    A worker's peak is min(worker_connections, cap, share): no more connections than greenlets
+    that could hold one, no more than `cap` (one worker runs one greenlet at a time on one core,
+    so past a couple of dozen in-flight statements the worker's CPU is the queue, not the pool),
+    and no more than its share of the PostgreSQL budget. The peak is split like the defaults:
+    a fifth each for writes and for the overflow (counted twice: both pools may overflow), the
+    rest for reads.
+    """
+    peak = min(worker_connections, cap, share)
+    if peak < MIN_PEAK:
+        return None
+    overflow = peak // 5
+    writes = max(1, peak // 5)
+    return Pool(reads=peak - writes - 2 * overflow, writes=writes, overflow=overflow)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """PostgreSQL connections the service may use: max_connections - reserved - headroom."""
+
+    max_connections: int
+    reserved: int  # superuser_reserved_connections (+ reserved_connections on PostgreSQL 16+)
+    headroom: int
+    replicas: int
+
+    @property
+    def available(self) -> int:
+        return self.max_connections - self.reserved - self.headroom
+
+    def share(self, workers: int) -> int:
+        """Connections each worker may open when every replica runs `workers` workers."""
+        return max(0, self.available) // (self.replicas * workers)
+
+    def describe(self) -> str:
+        return (
+            f"{self.available} available = max_connections {self.max_connections} - {self.reserved} reserved"
+            f" - {self.headroom} headroom"
+        )
+
+
+@dataclass
+class Trial:
+    """One setting of the sweep and what the benchmark measured for it."""
+
+    workers: int
+    worker_connections: int
+    pool: Pool | None
+    rps: float = 0.0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    requests: int = 0
+    non2xx: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+    socket_errors: dict[str, int] = field(default_factory=dict)
+    probes: int = 0  # fresh connections opened during the run (GET /healthz) ...
+    probe_failures: int = 0  # ... and those not answered within the timeout
+    probe_max_ms: float = 0.0
+    error: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.workers}w x {self.worker_connections}"
+
+    @property
+    def measured(self) -> bool:
+        return self.requests > 0
+
+    @property
+    def rejection(self) -> str | None:
+        """Why this setting cannot be recommended, or None."""
+        if self.pool is None:
+            return f"over budget: fewer than {MIN_PEAK} connections per worker fit"
+        if self.error:
+            return self.error
+        failed = sum(self.socket_errors.values())
+        if self.non2xx or failed:
+            bad = ", ".join(f"{n} x {code}" for code, n in self.statuses.items() if not code.startswith("2"))
+            socket = ", ".join(f"{n} {kind}" for kind, n in self.socket_errors.items() if n)
+            return "failed requests: " + "; ".join(
+                part
+                for part in (
+                    self.non2xx and f"{self.non2xx} non-2xx ({bad})",
+                    failed and f"{failed} socket errors ({socket})",
+                )
+                if part
+            )
+        if self.probe_failures:
+            return (
+                f"{self.probe_failures} of {self.probes} new connections not answered: every greenlet was held"
+                " by a client connection (WORKER_CONNECTIONS x workers < clients)"
+            )
+        if not self.requests:
+            return "no request completed"
+        return None
+
+    def env(self) -> dict[str, str]:
+        assert self.pool is not None
+        return {"WEB_CONCURRENCY": str(self.workers), "WORKER_CONNECTIONS": str(self.worker_connections)} | (
+            self.pool.env()
+        )
+
+
+def plan(workers: Iterable[int], connections: Iterable[int], budget: Budget, cap: int) -> list[Trial]:
+    """Every workers x worker_connections setting with its pools (None when over budget)."""
+    return [
+        Trial(w, c, pool_for(c, budget.share(w), cap)) for w in sorted(set(workers)) for c in sorted(set(connections))
+    ]
+
+
+def recommend(trials: list[Trial], tolerance: float) -> tuple[Trial | None, list[str]]:
+    """Pick a setting by the rule below; return it (None if all were rejected) and the reasoning.
+
+    1. reject settings that failed a request (non-2xx, socket error, timeout), left a new connection
+       unanswered (the probe), or exceed the budget;
+    2. keep those within `tolerance` of the best throughput;
+    3. of those, keep the ones within `tolerance` of the lowest p99;
+    4. prefer fewer workers, then fewer DB connections per worker, then more worker_connections.
+    """
+    reasons = [f"rejected {t.name}: {t.rejection}" for t in trials if t.rejection]
+    ok = [t for t in trials if not t.rejection]
+    if not ok:
+        reasons.append(
+            "no setting ran without errors within the budget: lower --clients, or add cores, replicas or connections"
+        )
+        return None, reasons
+    best = max(ok, key=lambda t: t.rps)
+    fast = [t for t in ok if t.rps >= (1 - tolerance) * best.rps]
+    reasons.append(f"best throughput {best.rps:,.0f} req/s ({best.name}); within {tolerance:.0%} of it: {_names(fast)}")
+    lowest = min(t.p99_ms for t in fast)
+    calm = [t for t in fast if t.p99_ms <= (1 + tolerance) * lowest]
+    reasons.append(f"lowest p99 among them {lowest:,.1f} ms; within {tolerance:.0%} of it: {_names(calm)}")
+    chosen = min(calm, key=lambda t: (t.workers, t.pool.peak if t.pool else 0, -t.worker_connections))
+    if len(calm) > 1:
+        reasons.append(f"then fewest workers, fewest DB connections per worker, most worker_connections: {chosen.name}")
+    if len({t.workers for t in trials}) > 1 and best.workers == max(t.workers for t in trials):
+        reasons.append("the best throughput came from the most workers swept: try more with --workers")
+    return chosen, reasons
+
+
+def _names(trials: list[Trial]) -> str:
+    return ", ".join(t.name for t in trials)
+
+
+def budget_lines(chosen: Trial, budget: Budget) -> list[str]:
+    """The connection arithmetic of the chosen setting, for the report."""
+    assert chosen.pool is not None
+    pool, total = chosen.pool, budget.replicas * chosen.workers * chosen.pool.peak
+    fits = budget.available // (chosen.workers * pool.peak)
+    return [
+        f"PostgreSQL budget: {budget.replicas} replica(s) x {chosen.workers} worker(s) x {pool.peak} "
+        f"({pool.reads} reads + {pool.writes} writes + 2 x {pool.overflow} overflow) = {total} "
+        f"<= {budget.describe()}",
+        f"with these pools up to {fits} replica(s) of {chosen.workers} worker(s) fit the budget",
+    ]
+
+
+def table(trials: list[Trial], chosen: Trial | None, budget: Budget) -> str:
+    header = (
+        "workers",
+        "worker_conns",
+        "pools r+w+2xo",
+        "DB conns",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+        "stuck",
+        "verdict",
+    )
+    rows = []
+    for t in trials:
+        peak = t.pool.peak if t.pool else 0
+        verdict = "RECOMMENDED" if t is chosen else ("rejected" if t.rejection else "ok")
+        rows.append(
+            (
+                str(t.workers),
+                str(t.worker_connections),
+                str(t.pool) if t.pool else "-",
+                f"{budget.replicas * t.workers * peak}/{budget.available}" if t.pool else "over",
+                f"{t.rps:,.0f}" if t.measured else "-",
+                f"{t.p50_ms:.1f}" if t.measured else "-",
+                f"{t.p99_ms:.1f}" if t.measured else "-",
+                str(t.non2xx + sum(t.socket_errors.values())) if t.measured else "-",
+                f"{t.probe_failures}/{t.probes}" if t.measured else "-",
+                verdict,
+            )
+        )
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def report(trials: list[Trial], budget: Budget, tolerance: float) -> tuple[Trial | None, str]:
+    """The table, the recommendation with its reasoning and env vars, as printed."""
+    chosen, reasons = recommend(trials, tolerance)
+    lines = [table(trials, chosen, budget), "", "Reasoning:", *(f"  - {r}" for r in reasons), ""]
+    if chosen is None:
+        lines.append("NO RECOMMENDATION: every setting was rejected (see above).")
+    else:
+        lines += [f"Recommendation: {chosen.name}", *(f"  {line}" for line in budget_lines(chosen, budget))]
+        lines += ["  set: " + " ".join(f"{k}={v}" for k, v in chosen.env().items())]
+    return chosen, "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def _int_list(_ctx: click.Context, _param: click.Parameter, value: str) -> list[int]:
+    try:
+        values = sorted({int(v) for v in value.split(",") if v.strip()})
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
+    if not values or values[0] < 1:
+        raise click.BadParameter("expected at least one integer >= 1")
+    return values
+
+
+NPROC = os.cpu_count() or 1
+# name, click arguments, help; each option also reads TUNE_<NAME> (the URLs: DATABASE_URL, REDIS_URL).
+OPTIONS: list[tuple[str, dict[str, Any], str]] = [
+    (
+        "--scenario",
+        {"type": click.Choice(SCENARIOS), "default": "mix"},
+        "benchmark scenario (bench/run.py --help); mix = 90% reads spread over the read endpoints, 10% writes",
+    ),
+    (
+        "--workers",
+        {"default": ",".join(map(str, sorted({1, NPROC, 2 * NPROC}))), "callback": _int_list},
+        "WEB_CONCURRENCY values to sweep (default: 1, cores, 2 x cores)",
+    ),
+    (
+        "--connections",
+        {"default": "32,100,1000", "callback": _int_list},
+        "WORKER_CONNECTIONS values to sweep (greenlets per worker); the DB pools follow them (see README)",
+    ),
+    (
+        "--clients",
+        {"type": click.IntRange(1), "default": 64},
+        "concurrent keep-alive connections wrk holds: what the load balancer sends to one replica (HAProxy's"
+        " maxconn per server in production; 64 keeps 2 shared cores out of overload)",
+    ),
+    (
+        "--duration",
+        {"type": click.IntRange(1), "default": 10},
+        "measured seconds per setting; keep it above --timeout + 1, or the probe cannot see connections never served",
+    ),
+    ("--warmup", {"type": click.IntRange(0), "default": 2}, "unrecorded seconds of load before each measurement"),
+    (
+        "--timeout",
+        {"type": click.IntRange(1), "default": 5},
+        "seconds after which wrk counts a request as a timeout (a socket error, which rejects the setting)",
+    ),
+    (
+        "--replicas",
+        {"type": click.IntRange(1), "default": 1},
+        "replicas that will share the PostgreSQL server (the budget is split between them)",
+    ),
+    (
+        "--headroom",
+        {"type": click.IntRange(0), "default": 5},
+        "PostgreSQL connections kept out of the budget for psql, migrations, monitoring",
+    ),
+    (
+        "--max-connections",
+        {"type": click.IntRange(1), "default": None},
+        "budget for another server than the one measured on  [default: SHOW max_connections of --database-url]",
+    ),
+    (
+        "--pool-cap",
+        {"type": click.IntRange(MIN_PEAK), "default": DEFAULT_PEAK},
+        "most DB connections per worker (reads + writes + 2 x overflow) the pools grow to",
+    ),
+    (
+        "--tolerance",
+        {"type": click.FloatRange(0, 0.5), "default": 0.10},
+        "settings within this fraction of the best throughput (then of the lowest p99) count as equal",
+    ),
+    (
+        "--database-url",
+        {"default": DEFAULT_ADMIN_URL, "envvar": "DATABASE_URL"},
+        "PostgreSQL server to measure on; a database conduit_bench_<pid> is created there and dropped",
+    ),
+    (
+        "--redis-url",
+        {"default": DEFAULT_REDIS_URL, "envvar": "REDIS_URL"},
+        "Redis for the cache; keys go under conduit:tune:<pid>: and are deleted at the end (nothing is flushed)",
+    ),
+    (
+        "--dataset-scale",
+        {"type": click.FloatRange(0.01, 1), "default": 1.0},
+        "fraction of the benchmark dataset to seed (1 = 100 users, 1,000 articles); below 1 for smoke runs only",
+    ),
+    (
+        "--out",
+        {"type": click.Path(file_okay=False, path_type=Path), "default": ROOT / "bench" / "results"},
+        "directory for tune.json, tune.png and the gunicorn logs",
+    ),
+    (
+        "--replot",
+        {"is_flag": True},
+        "measure nothing: re-analyse tune.json in --out (e.g. with another --tolerance), re-print, redraw tune.png",
+    ),
+]
+
+
+def _with_options(command: Any) -> Any:
+    for name, kwargs, text in reversed(OPTIONS):
+        envvar = "TUNE_" + name.removeprefix("--").replace("-", "_").upper()
+        kwargs = {"envvar": envvar, "show_envvar": True, "show_default": "default" in kwargs} | kwargs
+        command = click.option(name, help=text, **kwargs)(command)
+    return command
+
+
+@click.command("tune", epilog="Example: TUNE_REPLICAS=3 make tune, or make tune TUNE_ARGS='--replicas 3'.")
+@_with_options
+def tune(**opts: Any) -> None:
+    """Sweep workers x worker_connections with the benchmark and recommend a setting.
+
+    For each setting the DB pools follow WORKER_CONNECTIONS and the PostgreSQL budget
+    (replicas x workers x (DB_POOL_SIZE + DB_WRITE_POOL_SIZE + 2 x DB_MAX_OVERFLOW) must fit
+    max_connections - reserved - headroom). Prints a table and the recommendation with its
+    reasoning and env vars; writes tune.json and tune.png to --out. The defaults take about
+    3 minutes on 2 cores; the machine's other load shows up in the figures.
+
+    \b
+    Pools: a worker's peak = min(WORKER_CONNECTIONS, --pool-cap, its share of the budget);
+           1/5 writes, 1/5 overflow (counted twice), the rest reads; 25 -> 10 + 5 + 2 x 5.
+    Pick:  1. reject settings with a failed request, an unanswered new connection, or over budget;
+           2. keep those within --tolerance of the best req/s, 3. then of the lowest p99;
+           4. fewest workers, then fewest DB connections per worker, then most WORKER_CONNECTIONS.
+    """
+    try:  # fail before measuring, not at the plot
+        import matplotlib  # noqa: F401
+
+        from bench import tune as machinery
+        from bench.run import BenchError
+    except ImportError as exc:
+        raise click.ClickException(
+            f"tune runs from the repository with the bench requirements (make tune): {exc}"
+        ) from exc
+    out: Path = opts["out"]
+    if opts["replot"]:
+        trials, budget, saved = load_sweep(out / "tune.json")
+    else:
+        try:
+            saved = _measure(opts, machinery)
+        except BenchError as exc:  # the harness says what failed and what to do
+            raise click.ClickException(str(exc)) from exc
+        trials, budget = saved["_trials"], saved["_budget"]
+    chosen, text = report(trials, budget, opts["tolerance"])
+    click.echo("\n" + text)
+    load, cores = saved.get("load_average", {}), saved["machine"].get("nproc") or 1
+    if max(load.values(), default=0) > cores:
+        click.echo(f"NOTE: load average {load['start']} -> {load['end']} on {cores} cores: other work competed")
+    if "elapsed_s" in saved:
+        click.echo(f"sweep took {saved['elapsed_s'] / 60:.1f} min")
+    s = saved["settings"]
+    title = (
+        f"{s['scenario']} at {s['clients']} client connections, {s['duration_s']} s per setting, "
+        f"{saved['machine']['nproc']} CPU(s), {budget.replicas} replica(s) budgeted"
+    )
+    footer = "\n".join(budget_lines(chosen, budget)) if chosen else "no recommendation: every setting was rejected"
+    png = out / "tune.png"
+    machinery.plot(trials, chosen, title, footer, png)
+    if not opts["replot"]:
+        saved["recommendation"] = chosen.env() if chosen else None
+        saved["trials"] = [asdict(t) for t in trials]
+        body = {k: v for k, v in saved.items() if not k.startswith("_")}
+        (out / "tune.json").write_text(json.dumps(body, indent=2) + "\n")
+        click.echo(f"wrote {out / 'tune.json'}")
+    click.echo(f"wrote {png}")
+    if chosen is None:
+        sys.exit(1)
+
+
+def _measure(opts: dict[str, Any], machinery: Any) -> dict[str, Any]:
+    from bench import run as bench
+
+    url = opts["database_url"].replace("postgres://", "postgresql://", 1)
+    if not url.startswith("postgresql"):
+        raise click.BadParameter(f"needs a PostgreSQL URL, got {url!r}", param_hint="--database-url")
+    opts["database_url"] = url
+    if opts["duration"] < opts["timeout"] + 1:  # the first probe starts 0.5 s in and fails after --timeout
+        bench.log(f"WARNING: --duration {opts['duration']} < --timeout + 1: the probe cannot see stuck connections")
+    budget, busy = machinery.read_budget(url, opts["replicas"], opts["headroom"], opts["max_connections"])
+    trials = plan(opts["workers"], opts["connections"], budget, opts["pool_cap"])
+    runs = sum(t.pool is not None for t in trials)
+    bench.log(
+        f"{len(trials)} settings ({runs} within the budget: {budget.describe()}; {busy} connections in use now); "
+        f"about {(runs * (opts['duration'] + opts['warmup'] + 5) + 30) / 60:.1f} min"
+    )
+    signal.signal(signal.SIGTERM, bench._on_signal)  # unwind: stop the servers, drop the database
+    started, load_before = time.monotonic(), os.getloadavg()[0]
+    measured = machinery.measure(opts, trials)
+    return {
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "elapsed_s": round(time.monotonic() - started, 1),
+        # 1-minute load averages: above the core count, other work competed with the measurement.
+        "load_average": {"start": round(load_before, 2), "end": round(os.getloadavg()[0], 2)},
+        **measured,
+        "settings": {
+            "scenario": opts["scenario"],
+            "clients": opts["clients"],
+            "duration_s": opts["duration"],
+            "warmup_s": opts["warmup"],
+            "wrk_timeout_s": opts["timeout"],
+            "pool_cap": opts["pool_cap"],
+            "tolerance": opts["tolerance"],
+            "dataset_scale": opts["dataset_scale"],
+        },
+        "budget": asdict(budget) | {"in_use_at_start": busy},
+        "_trials": trials,
+        "_budget": budget,
+    }
+
+
+def load_sweep(path: Path) -> tuple[list[Trial], Budget, dict[str, Any]]:
+    """The trials, budget and everything else of a tune.json written by a sweep."""
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"cannot read {path}: {exc}") from exc
+    budget = Budget(**{k: saved["budget"][k] for k in ("max_connections", "reserved", "headroom", "replicas")})
+    trials = [Trial(**(t | {"pool": Pool(**t["pool"]) if t["pool"] else None})) for t in saved["trials"]]
+    return trials, budget, saved
