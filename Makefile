@@ -1,6 +1,6 @@
 # make run    serve the API on http://127.0.0.1:8000 (embedded SQLite unless DATABASE_URL is set)
-# make test   every test layer: unit, integration (SQLite + PostgreSQL), e2e (newman)
-# make lint   ruff + mypy
+# make test   every test layer: unit, integration, e2e (newman), security, cluster (HAProxy), faults
+# make lint   ruff + mypy + dependency audit
 # make bench  wrk benchmark on PostgreSQL + Redis; see .venv/bin/python bench/run.py --help
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -21,9 +21,9 @@ $(VENV)/.runtime: requirements.txt | $(BIN)/activate
 	$(BIN)/pip install --quiet -r requirements.txt
 	touch $@
 
-$(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/activate
+$(VENV)/.dev: requirements.txt requirements-dev.txt requirements-bench.txt | $(BIN)/activate
 	$(BIN)/pip install --quiet -r requirements-dev.txt
-	touch $@ $(VENV)/.runtime
+	touch $@ $(VENV)/.runtime $(VENV)/.bench
 
 $(VENV)/.bench: requirements.txt requirements-bench.txt | $(BIN)/activate
 	$(BIN)/pip install --quiet -r requirements-bench.txt
@@ -39,7 +39,7 @@ migrate: $(VENV)/.runtime
 run: migrate
 	exec $(BIN)/gunicorn -c gunicorn.conf.py
 
-test: $(VENV)/.dev $(E2E)/node_modules/.installed
+test: $(VENV)/.dev $(E2E)/node_modules/.installed haproxy fault-servers
 	mkdir -p var
 	$(BIN)/pytest tests
 
@@ -60,15 +60,68 @@ test-security: $(VENV)/.dev
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check service config tests bench gunicorn.conf.py
+	$(BIN)/ruff format --check service config tests bench tools ops gunicorn.conf.py
 	$(BIN)/mypy
+	$(BIN)/python tools/audit.py $(AUDIT_FILES)
+
+# make audit  known vulnerabilities in the pinned requirements (pip-audit; also run by make lint)
+.PHONY: audit
+AUDIT_FILES ?= requirements.txt requirements-dev.txt
+audit: $(VENV)/.dev
+	$(BIN)/python tools/audit.py $(AUDIT_FILES)
 
 format: $(VENV)/.dev
-	$(BIN)/ruff format service config tests bench gunicorn.conf.py
+	$(BIN)/ruff format service config tests bench tools ops gunicorn.conf.py
 	$(BIN)/ruff check --fix .
 
 bench: $(VENV)/.bench
 	$(BIN)/python bench/run.py
+
+# make tune   sweep workers x worker_connections with the benchmark, recommend a setting (about 3 min);
+#             options: make tune TUNE_ARGS='--replicas 3', or env TUNE_*; see .venv/bin/flask --app service tune --help
+.PHONY: tune
+tune: $(VENV)/.bench
+	$(BIN)/flask --app service tune $(TUNE_ARGS)
+
+# make cluster          REPLICAS (3) replicas x WORKERS (2) on PostgreSQL + Redis behind HAProxy on :8080
+#                       (DATABASE_URL, REDIS_URL; more options: CLUSTER_ARGS='--port 9080', see
+#                       .venv/bin/python -m ops.cluster start --help); prints where everything is
+# make cluster-stop     stop exactly what make cluster started (pids in var/cluster/)
+# make rolling-restart  restart the replicas one at a time: drain in HAProxy, stop, start, wait UP, ready
+# make test-cluster     the failover tests: replicas + HAProxy under load, SIGKILL and rolling restart
+.PHONY: cluster cluster-stop rolling-restart test-cluster haproxy
+REPLICAS ?= 3
+WORKERS ?= 2
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+haproxy:
+	@command -v haproxy >/dev/null || test -x /usr/sbin/haproxy || { \
+	  echo "HAProxy is missing: installing it with apt-get"; \
+	  $(SUDO) apt-get update && $(SUDO) apt-get install -y haproxy; }
+
+cluster: haproxy $(VENV)/.runtime
+	$(BIN)/python -m ops.cluster start --replicas $(REPLICAS) --workers $(WORKERS) $(CLUSTER_ARGS)
+
+cluster-stop: $(VENV)/.runtime
+	$(BIN)/python -m ops.cluster stop
+
+rolling-restart: $(VENV)/.runtime
+	$(BIN)/python -m ops.cluster rolling-restart
+
+test-cluster: $(VENV)/.dev haproxy
+	mkdir -p var
+	$(BIN)/pytest tests/cluster
+
+# make test-faults  the fault tests (about a minute): throwaway PostgreSQL and Redis of their own,
+#                   restarted, crashed, killed and frozen under load; figures in var/faults/*.json
+.PHONY: test-faults fault-servers
+fault-servers:
+	@{ ls /usr/lib/postgresql/*/bin/initdb || test -x "$$PG_BIN/initdb"; } >/dev/null 2>&1 && command -v redis-server >/dev/null || { \
+	  echo "PostgreSQL or Redis server binaries are missing: installing them with apt-get"; \
+	  $(SUDO) apt-get update && $(SUDO) apt-get install -y postgresql redis-server; }
+
+test-faults: $(VENV)/.dev fault-servers
+	mkdir -p var
+	$(BIN)/pytest -m faults tests/faults
 
 clean:
 	rm -rf $(VENV) var $(E2E)/node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -4,7 +4,12 @@ Every knob reads an environment variable, so ops can tune a replica without
 editing this file. Units and sane ranges are in the comments.
 """
 
+import glob
+import logging
+import mmap
 import os
+import shutil
+import tempfile
 
 wsgi_app = "service:create_app()"
 
@@ -14,8 +19,9 @@ bind = [os.environ.get("BIND") or f"{os.environ.get('HOST', '127.0.0.1')}:{os.en
 
 # gevent: one worker process serves many requests concurrently while they wait
 # on PostgreSQL, Redis or the client. psycopg2 is made cooperative per worker in
-# create_app (service/green.py).
-worker_class = "gevent"
+# create_app (service/green.py). gunicorn's gevent worker plus a lame-duck period
+# and a drain that closes idle keep-alive connections (service/worker.py).
+worker_class = "service.worker.GeventWorker"
 
 # Worker processes (1 - 2x cores). CPU-bound Python work (JSON, routing) runs
 # one request at a time per process, so about one worker per core; measure.
@@ -45,6 +51,16 @@ timeout = int(os.environ.get("WORKER_TIMEOUT", "30"))
 # Keep it below the orchestrator's stop timeout.
 graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "25"))
 
+# Seconds a worker keeps serving after SIGTERM while /healthz and /readyz answer
+# 503 (0 - GRACEFUL_TIMEOUT-2), so the load balancer's health check takes the
+# replica out before it stops accepting. Behind HAProxy with `inter 1s fall 2`
+# use 3; 0 (a dev box) stops accepting at once. Counts within GRACEFUL_TIMEOUT.
+shutdown_delay = float(os.environ.get("SHUTDOWN_DELAY", "0"))
+if not 0 <= shutdown_delay <= graceful_timeout - 2:
+    raise ValueError(
+        f"SHUTDOWN_DELAY={shutdown_delay:g} must be between 0 and GRACEFUL_TIMEOUT-2 ({graceful_timeout - 2})"
+    )
+
 # Pending connections the kernel queues per listener (64-4096).
 backlog = int(os.environ.get("BACKLOG", "2048"))
 
@@ -66,6 +82,116 @@ control_socket_disable = True
 # Trust X-Forwarded-* only from these proxy addresses (comma-separated, CIDR ok).
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 
-accesslog = os.environ.get("ACCESS_LOG", "-") or None
-errorlog = "-"
+# Logs are JSON lines (service/logs.py): gunicorn's messages and the app's on
+# stderr, and the app's access line per request (request id, route, status,
+# duration, client, user) where ACCESS_LOG says: "-" stdout (default), a file
+# path (reopened when logrotate moves it), or empty for none. gunicorn's own
+# plain-text access log is off: the app's line replaces it.
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+errorlog = "-"
+accesslog = None
+_access_log = os.environ.get("ACCESS_LOG", "-")
+_access_handler = (
+    {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"}
+    if _access_log == "-"
+    else {"class": "logging.handlers.WatchedFileHandler", "formatter": "json", "filename": _access_log}
+)
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "service.logs.JsonFormatter"}},
+    "handlers": {
+        "stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"},
+        **({"access": _access_handler} if _access_log else {}),
+    },
+    "root": {"level": loglevel.upper(), "handlers": ["stderr"]},
+    "loggers": {
+        "gunicorn.error": {"level": loglevel.upper(), "handlers": ["stderr"], "propagate": False},
+        "gunicorn.access": {"handlers": [], "propagate": False},
+        "service.access": {
+            "level": "INFO" if _access_log else "CRITICAL",
+            "handlers": ["access"] if _access_log else [],
+            "propagate": False,
+        },
+    },
+}
+logging.captureWarnings(True)  # Python warnings become JSON lines too
+# Cheaper records (Logging HOWTO, "Optimization"): no caller frame lookup, thread
+# or multiprocessing names; the JSON lines do not use them. The pid stays.
+logging._srcfile = None
+logging.logThreads = False
+logging.logMultiprocessing = False
+
+# gevent's monitor thread (GEVENT_MONITOR_THREAD_ENABLE=1, threshold
+# GEVENT_MAX_BLOCKING_TIME seconds, default 0.1) counts a blocked event loop in
+# conduit_event_loop_blocked_total and logs one JSON line with the blocking
+# stack; its own multi-line report to stderr is off unless asked for.
+os.environ.setdefault("GEVENT_MONITOR_PRINT_BLOCKING_REPORTS", "false")
+
+
+def _prometheus_dir() -> str:
+    """PROMETHEUS_MULTIPROC_DIR for the workers, prepared in the master before they fork.
+
+    The operator's directory (created, its *.db files wiped) or a fresh temporary
+    one (removed at exit). A config reload (HUP) keeps the current one: live
+    workers still write to it. A new master started from this one (USR2) gets its own.
+    """
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path and os.environ.get("_CONDUIT_PROMETHEUS_DIR") == f"{os.getpid()}:{path}":
+        return path
+    if path and os.environ.get("_CONDUIT_PROMETHEUS_TMP") != path:
+        os.makedirs(path, exist_ok=True)
+        for stale in glob.glob(os.path.join(path, "*.db")):
+            os.remove(stale)
+    else:
+        # Left behind by masters that were SIGKILLed (no on_exit): their pid is in the name.
+        for stale in glob.glob(os.path.join(tempfile.gettempdir(), "conduit-metrics-*-*")):
+            try:
+                os.kill(int(os.path.basename(stale).split("-")[2]), 0)
+            except ProcessLookupError:
+                shutil.rmtree(stale, ignore_errors=True)
+            except (ValueError, PermissionError):
+                pass
+        path = tempfile.mkdtemp(prefix=f"conduit-metrics-{os.getpid()}-")
+        os.environ["_CONDUIT_PROMETHEUS_TMP"] = path
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    os.environ["_CONDUIT_PROMETHEUS_DIR"] = f"{os.getpid()}:{path}"
+    return path
+
+
+# Metrics from every worker (service/metrics.py): set before anything imports
+# prometheus_client, which reads the variable once at import.
+prometheus_dir = _prometheus_dir()
+
+
+def on_starting(server):
+    # One byte shared with the workers, set when the master is told to stop (SIGTERM):
+    # then each worker serves its lame duck (SHUTDOWN_DELAY). A worker stopped on its
+    # own (HUP reload, TTOU) stops accepting at once and the replica stays in the pool.
+    # Kept on the arbiter: a reload (HUP) runs this file again, but not this hook.
+    stopping = server.conduit_replica_stopping = mmap.mmap(-1, 1)
+    handle_term = server.handle_term
+
+    def handle_term_of_the_replica():
+        stopping[0] = 1
+        handle_term()
+
+    server.handle_term = handle_term_of_the_replica
+
+
+def post_fork(server, worker):
+    worker.shutdown_delay = shutdown_delay
+    stopping = server.conduit_replica_stopping
+    worker.replica_stopping = lambda: stopping[0] == 1
+
+
+def child_exit(server, worker):
+    # Drops the dead worker's live gauges (pool connections in use); its counters stay in the sums.
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid, prometheus_dir)
+
+
+def on_exit(server):
+    if os.environ.get("_CONDUIT_PROMETHEUS_TMP") == prometheus_dir:
+        shutil.rmtree(prometheus_dir, ignore_errors=True)

@@ -504,6 +504,29 @@ class Server:
         self.stop()
 
 
+def service_env(db_url: str, redis_url: str, workers: int) -> dict[str, str]:
+    """The environment of a benchmarked service: production profile, a fresh secret, access log off."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("BIND", "HOST", "PORT", "CACHE_TYPE", "WEB_CONCURRENCY", "ACCESS_LOG", "APP_ENV")
+    }
+    env.update(
+        {
+            "APP_ENV": "production",
+            "SECRET_KEY": secrets.token_urlsafe(36),  # 48 characters
+            "DATABASE_URL": db_url,
+            "REDIS_URL": redis_url,
+            "WEB_CONCURRENCY": str(workers),
+            "ACCESS_LOG": "",
+            # One load generator writes as a few users from one address: production limits would
+            # turn the write scenarios into 429s. The limiter's own cost is not what is measured.
+            "RATELIMIT_ENABLED": "0",
+        }
+    )
+    return env
+
+
 def migrate(env: dict[str, str]) -> None:
     log("applying migrations (flask --app service db upgrade)")
     proc = subprocess.run(  # noqa: S603 - fixed argv, no shell
@@ -630,19 +653,28 @@ def _words(rng: random.Random, low: int, high: int) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(rng.randint(low, high)))
 
 
-def seed(base_url: str) -> Dataset:
-    """Create the deterministic dataset through the public API."""
+def seed(base_url: str, scale: float = 1.0) -> Dataset:
+    """Create the deterministic dataset through the public API.
+
+    `scale` < 1 seeds proportionally fewer users, articles and relations (a quick smoke run; the
+    figures of a smaller database are not comparable with the recorded ones).
+    """
+    n_users, n_articles, n_favorites, n_follows, n_comments = (
+        max(2, round(n * scale)) for n in (N_USERS, N_ARTICLES, N_FAVORITES, N_FOLLOWS, N_COMMENTS)
+    )
+    n_favorites = min(n_favorites, n_users * n_articles)
+    n_follows = min(n_follows, n_users * (n_users - 1))
     rng = random.Random(SEED)  # noqa: S311 - a reproducible dataset, not a secret
     tags = [f"{WORDS[i]}-{i:02d}" for i in range(N_TAGS)]
     users = [
         {"username": f"bench_user_{i:03d}", "email": f"bench_user_{i:03d}@example.com", "password": f"password-{i:03d}"}
-        for i in range(N_USERS)
+        for i in range(n_users)
     ]
     for user in users:
         user["bio"] = _words(rng, 5, 20)
     articles: list[dict[str, Any]] = [
         {
-            "author": rng.randrange(N_USERS),
+            "author": rng.randrange(n_users),
             "article": {
                 "title": f"{_words(rng, 3, 7).capitalize()} {i}",
                 "description": _words(rng, 8, 20),
@@ -650,18 +682,18 @@ def seed(base_url: str) -> Dataset:
                 "tagList": rng.sample(tags, rng.randint(1, 4)),
             },
         }
-        for i in range(N_ARTICLES)
+        for i in range(n_articles)
     ]
-    favorites = [divmod(n, N_ARTICLES) for n in rng.sample(range(N_USERS * N_ARTICLES), N_FAVORITES)]
-    pairs = [(a, b) for a in range(N_USERS) for b in range(N_USERS) if a != b]
-    follows = rng.sample(pairs, N_FOLLOWS)
-    comments = [(rng.randrange(N_USERS), rng.randrange(N_ARTICLES), _words(rng, 5, 60)) for _ in range(N_COMMENTS)]
+    favorites = [divmod(n, n_articles) for n in rng.sample(range(n_users * n_articles), n_favorites)]
+    pairs = [(a, b) for a in range(n_users) for b in range(n_users) if a != b]
+    follows = rng.sample(pairs, n_follows)
+    comments = [(rng.randrange(n_users), rng.randrange(n_articles), _words(rng, 5, 60)) for _ in range(n_comments)]
 
-    total = N_USERS * 2 + N_ARTICLES + N_FAVORITES + N_FOLLOWS + N_COMMENTS
+    total = n_users * 2 + n_articles + n_favorites + n_follows + n_comments
     progress = Progress(total)
     api = ApiClient(base_url)
-    tokens: list[str] = [""] * N_USERS
-    slugs: list[str] = [""] * N_ARTICLES
+    tokens: list[str] = [""] * n_users
+    slugs: list[str] = [""] * n_articles
     started = time.monotonic()
 
     def in_pool(pool: ThreadPoolExecutor, fn: Callable[[Any], None], items: list[Any]) -> None:
@@ -703,9 +735,9 @@ def seed(base_url: str) -> Dataset:
     try:
         with ThreadPoolExecutor(SEED_THREADS, thread_name_prefix="seed") as pool:
             progress.set_phase("users")
-            in_pool(pool, register, list(range(N_USERS)))
+            in_pool(pool, register, list(range(n_users)))
             progress.set_phase("articles")
-            in_pool(pool, create_article, list(range(N_ARTICLES)))
+            in_pool(pool, create_article, list(range(n_articles)))
             progress.set_phase("relations")
             relations: list[tuple[str, Any]] = [
                 *(("favorite", f) for f in favorites),
@@ -719,13 +751,13 @@ def seed(base_url: str) -> Dataset:
         api.close()
     seconds = time.monotonic() - started
     counts = {
-        "users": N_USERS,
-        "articles": N_ARTICLES,
+        "users": n_users,
+        "articles": n_articles,
         "tags": N_TAGS,
-        "favorites": N_FAVORITES,
-        "follows": N_FOLLOWS,
-        "comments": N_COMMENTS,
-        "requests": total - N_USERS,
+        "favorites": n_favorites,
+        "follows": n_follows,
+        "comments": n_comments,
+        "requests": total - n_users,
     }
     log(f"seeded {counts} in {seconds:.1f}s")
     return Dataset([u["username"] for u in users], tokens, slugs, counts, seconds)
@@ -1036,21 +1068,7 @@ def run(settings: Settings) -> int:
         redis_stats.flush()
         log(f"flushed Redis {settings.redis_url}")
 
-        base_env = {
-            k: v
-            for k, v in os.environ.items()
-            if k not in ("BIND", "HOST", "PORT", "CACHE_TYPE", "WEB_CONCURRENCY", "ACCESS_LOG", "APP_ENV")
-        }
-        base_env.update(
-            {
-                "APP_ENV": "production",
-                "SECRET_KEY": secrets.token_urlsafe(36),  # 48 characters
-                "DATABASE_URL": db_url,
-                "REDIS_URL": settings.redis_url,
-                "WEB_CONCURRENCY": str(settings.workers),
-                "ACCESS_LOG": "",
-            }
-        )
+        base_env = service_env(db_url, settings.redis_url, settings.workers)
         runner = Runner(settings, wrk, redis_stats, data_dir)
         n_conns = len(settings.connections)
         list_scenarios = [s for s in settings.scenarios if s in LIST_SCENARIOS] if settings.nullcache else []

@@ -7,7 +7,7 @@ dict that becomes `app.config`. Each knob says its unit and a sane range.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 DEV_SECRET = "dev-secret-change-me-dev-secret-change-me"  # noqa: S105 - refused by ProductionConfig
@@ -46,6 +46,10 @@ class BaseConfig:
     SECRET_KEY = DEV_SECRET
     # Token lifetime, seconds (300-2592000). The default is 7 days.
     JWT_TTL_SECONDS = 7 * 24 * 3600
+    # Seconds a worker trusts a token it has verified before it reads the account again (0-300;
+    # 0 = every request, one primary-key lookup). A password change revokes every token issued
+    # before it: at once in the worker that made the change, within this time in all others.
+    TOKEN_RECHECK_SECONDS = 10.0
     # Argon2id parameters: OWASP minimum (m=19 MiB, t=2, p=1) by default.
     PASSWORD_TIME_COST = 2
     PASSWORD_MEMORY_KIB = 19 * 1024
@@ -55,6 +59,13 @@ class BaseConfig:
 
     # Largest accepted request body, bytes (larger gets 413).
     MAX_CONTENT_LENGTH = 1024 * 1024
+    # Browser origins allowed to call the API cross-origin (CORS), comma-separated
+    # `scheme://host[:port]`, or `*` for any. Empty: no CORS headers (same-origin only).
+    # Credentials are never allowed (tokens travel in the Authorization header).
+    CORS_ORIGINS = ""
+    # Seconds an Idempotency-Key is remembered (3600-604800): a retry within it replays the first
+    # answer; after it the key is free again. Cover the longest client or proxy retry window.
+    IDEMPOTENCY_TTL_SECONDS = 24 * 3600
     # flask-caching: in-process by default, Redis when REDIS_URL is set,
     # NullCache to switch caching off.
     REDIS_URL: str | None = None
@@ -79,8 +90,48 @@ class BaseConfig:
     # one prefix per database when several deployments share a Redis.
     CACHE_KEY_PREFIX = "conduit:v1:"
 
+    # Rate limits (service/ratelimit.py), each a limits string: "N/second|minute|hour|day", several
+    # joined by ";" (all must hold); "off" = no limit. Counters live in Redis when REDIS_URL is set
+    # (shared by every worker and replica), else in each worker's memory. A rejection is a 429 with
+    # Retry-After. Off only by config: RATELIMIT_ENABLED=0 (the Testing profile and the benchmark).
+    RATELIMIT_ENABLED = True
+    # Log-in attempts per account (the email, case-insensitive), successful or not: brute force on
+    # one account. Also lets anyone delay a victim's log-in for up to an hour; keep it loose enough.
+    RATELIMIT_LOGIN_ACCOUNT = "10/minute;50/hour"
+    # Log-in attempts per client address: one client trying many accounts (password spraying).
+    # An office or carrier NAT shares one address.
+    RATELIMIT_LOGIN_ADDRESS = "30/minute;300/hour"
+    # Registrations per client address (account spam).
+    RATELIMIT_REGISTER_ADDRESS = "5/minute;30/hour"
+    # Writes per authenticated user: article creation, comments, favorite + unfavorite together,
+    # follow + unfollow together (spam, inflating counts).
+    RATELIMIT_ARTICLES_USER = "10/minute;200/day"
+    RATELIMIT_COMMENTS_USER = "30/minute;1000/day"
+    RATELIMIT_FAVORITES_USER = "60/minute;2000/day"
+    RATELIMIT_FOLLOWS_USER = "60/minute;1000/day"
+    # fixed-window (one Redis round trip per check, bursts up to 2x at a window edge),
+    # sliding-window-counter (smoother, two counters) or moving-window (exact, one entry per hit).
+    RATELIMIT_STRATEGY = "fixed-window"
+    # Client addresses or networks never limited, comma-separated (e.g. a monitoring probe or a load
+    # generator). Matched against the address derived below, which clients cannot forge.
+    RATELIMIT_EXEMPT_ADDRESSES = ""
+    # Seconds one Redis call of the limiter may take (0.02-1); past it the worker limits from its
+    # own memory and retries Redis after 1, 2, 4 ... 32 s.
+    RATELIMIT_REDIS_TIMEOUT = 0.1
+    # Proxies whose X-Forwarded-For is believed (comma-separated addresses/networks, "*" = any
+    # peer). The same variable tells gunicorn whom to trust for X-Forwarded-Proto. The client
+    # address is the rightmost X-Forwarded-For entry not written by one of these, so list exactly
+    # the load balancers (HAProxy with `option forwardfor`); a client's own header is never used.
+    FORWARDED_ALLOW_IPS = "127.0.0.1,::1"
+
     # Logging level for the service's own loggers.
     LOG_LEVEL = "INFO"
+    # Client networks (comma-separated CIDRs) that may read /metrics; others get 404. The client
+    # is the address derived through FORWARDED_ALLOW_IPS; a forwarded request from an untrusted
+    # peer is refused. Default: loopback and private ranges (a scraper next to the replica).
+    METRICS_ALLOW = "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7"
+    # Seconds /readyz may spend on its database query before it reports a timeout (0.2-5).
+    READINESS_TIMEOUT = 1.0
     TESTING = False
     REQUIRE_SECRET = False
 
@@ -94,6 +145,8 @@ class TestingConfig(BaseConfig):
     # Fast hashing keeps the suite quick; the algorithm and code path stay the same.
     PASSWORD_TIME_COST = 1
     PASSWORD_MEMORY_KIB = 8 * 1024
+    # Tests of the limits switch them on with tiny values; every other test registers freely.
+    RATELIMIT_ENABLED = False
 
 
 class ProductionConfig(BaseConfig):
@@ -106,8 +159,19 @@ PROFILES: dict[str, type[BaseConfig]] = {
     "production": ProductionConfig,
 }
 
+
+def flag(value: str) -> bool:
+    """An on/off environment value: 1/true/yes/on or 0/false/no/off."""
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(value)
+
+
 # Environment variables that override settings, with the type to parse them as.
-ENV_OVERRIDES: dict[str, type] = {
+ENV_OVERRIDES: dict[str, Callable[[str], Any]] = {
     "DATABASE_URL": str,
     "DB_POOL_SIZE": int,
     "DB_MAX_OVERFLOW": int,
@@ -118,8 +182,11 @@ ENV_OVERRIDES: dict[str, type] = {
     "DB_STATEMENT_TIMEOUT_MS": int,
     "SECRET_KEY": str,
     "JWT_TTL_SECONDS": int,
+    "TOKEN_RECHECK_SECONDS": float,
     "PASSWORD_HASH_THREADS": int,
     "MAX_CONTENT_LENGTH": int,
+    "CORS_ORIGINS": str,
+    "IDEMPOTENCY_TTL_SECONDS": int,
     "REDIS_URL": str,
     "CACHE_TYPE": str,
     "CACHE_DEFAULT_TIMEOUT": int,
@@ -129,6 +196,20 @@ ENV_OVERRIDES: dict[str, type] = {
     "CACHE_POOL_WAIT": float,
     "CACHE_KEY_PREFIX": str,
     "LOG_LEVEL": str,
+    "METRICS_ALLOW": str,
+    "READINESS_TIMEOUT": float,
+    "RATELIMIT_ENABLED": flag,
+    "RATELIMIT_LOGIN_ACCOUNT": str,
+    "RATELIMIT_LOGIN_ADDRESS": str,
+    "RATELIMIT_REGISTER_ADDRESS": str,
+    "RATELIMIT_ARTICLES_USER": str,
+    "RATELIMIT_COMMENTS_USER": str,
+    "RATELIMIT_FAVORITES_USER": str,
+    "RATELIMIT_FOLLOWS_USER": str,
+    "RATELIMIT_STRATEGY": str,
+    "RATELIMIT_EXEMPT_ADDRESSES": str,
+    "RATELIMIT_REDIS_TIMEOUT": float,
+    "FORWARDED_ALLOW_IPS": str,
 }
 
 

@@ -26,17 +26,23 @@ def create_app(overrides: Mapping[str, Any] | None = None, env: Mapping[str, str
     configure_logging(app)
     register_extensions(app)
     register_blueprints(app)
+    register_rate_limits(app)
     register_error_handlers(app)
     register_commands(app)
     return app
 
 
 def configure_logging(app: Flask) -> None:
+    """Log level, request ids, the JSON access line and request metrics (first: see logs.init_app)."""
+    from service import logs, metrics
+
     logging.getLogger("service").setLevel(app.config["LOG_LEVEL"])
+    logs.init_app(app)
+    metrics.init_app(app)
 
 
 def register_extensions(app: Flask) -> None:
-    from service import auth, cache, db, green, httpcache
+    from service import auth, cache, db, green, headers, httpcache
 
     database = db.init_app(app)
     if database.dialect == "postgresql" and _gevent_active():
@@ -44,6 +50,7 @@ def register_extensions(app: Flask) -> None:
     auth.init_app(app)
     cache.init_app(app)
     httpcache.init_app(app)
+    headers.init_app(app)
 
 
 def register_blueprints(app: Flask) -> None:
@@ -63,6 +70,13 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(health)
 
 
+def register_rate_limits(app: Flask) -> None:
+    """Bind the limits the views declare (after the blueprints, whose views it wraps)."""
+    from service import ratelimit
+
+    ratelimit.init_app(app)
+
+
 def register_error_handlers(app: Flask) -> None:
     from service.errors import register_error_handlers as register
 
@@ -71,8 +85,10 @@ def register_error_handlers(app: Flask) -> None:
 
 def register_commands(app: Flask) -> None:
     from service.cli import db_cli
+    from service.tune import tune  # click + stdlib only; the harness is imported when it runs
 
     app.cli.add_command(db_cli)
+    app.cli.add_command(tune)
 
 
 def _gevent_active() -> bool:

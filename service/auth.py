@@ -11,15 +11,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from functools import wraps
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 import jwt
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask import Flask, current_app, g, request
 from gevent.threadpool import ThreadPool
+from sqlalchemy import exc as sa_exc
 
-from service.errors import Unauthorized
+from service.errors import Unauthorized, messages
 
 ALGORITHM = "HS256"
 MAX_USER_ID = 2**63 - 1
@@ -68,24 +69,61 @@ def passwords() -> Passwords:
 
 
 def issue_token(user_id: int) -> str:
+    """A signed token for `user_id`, already known valid to this process (it was just read)."""
     now = int(time.time())
-    claims = {"sub": str(user_id), "iat": now, "exp": now + int(current_app.config["JWT_TTL_SECONDS"])}
-    return jwt.encode(claims, current_app.config["SECRET_KEY"], algorithm=ALGORITHM)
+    expires = now + int(current_app.config["JWT_TTL_SECONDS"])
+    claims = {"sub": str(user_id), "iat": now, "exp": expires}
+    token = jwt.encode(claims, current_app.config["SECRET_KEY"], algorithm=ALGORITHM)
+    _remember(token, Verified(user_id, expires, now, time.monotonic()))
+    return token
 
 
-# Verified tokens per process: token -> (user id, expiry). Checking an HS256
-# signature costs ~20 us per request; a dict hit costs ~0.1 us. Only tokens that
-# passed verification enter, expiry is re-checked on every hit, and the dict
-# is emptied when full so it cannot grow without bound.
+# Verified tokens per process: token -> Verified. Checking an HS256 signature
+# costs ~20 us per request; a dict hit costs ~0.1 us. Only tokens that passed
+# verification enter, expiry is re-checked on every hit, and the dict is
+# emptied when full so it cannot grow without bound. An entry is trusted for
+# TOKEN_RECHECK_SECONDS; then the account is read again (one primary-key
+# lookup), so a password change, which revokes every token issued before it,
+# or a deleted account ends older tokens in every worker within that time.
 VERIFIED_TOKENS_MAX = 10_000
 
 
+class Verified(NamedTuple):
+    user_id: int
+    expires: int
+    issued: int
+    checked: float  # time.monotonic() of the last account check
+
+
 def decode_token(token: str) -> int:
-    """The user id in a valid token; raises Unauthorized for anything else."""
-    verified: dict[str, tuple[int, int]] = current_app.extensions["verified_tokens"]
+    """The user id in a valid, unrevoked token; raises Unauthorized for anything else."""
+    verified: dict[str, Verified] = current_app.extensions["verified_tokens"]
     hit = verified.get(token)
-    if hit is not None and hit[1] > time.time():
-        return hit[0]
+    if hit is not None and hit.expires > time.time():
+        if time.monotonic() - hit.checked < float(current_app.config["TOKEN_RECHECK_SECONDS"]):
+            return hit.user_id
+        entry = hit
+        # Concurrent requests with this token keep using the entry while this one re-reads the
+        # account: one read per token per period and worker, not one per request in a burst.
+        _remember(token, hit._replace(checked=time.monotonic()))
+    else:
+        entry = _verify_signature(token)
+    try:
+        _check_account(entry.user_id, entry.issued)
+    except Unauthorized:
+        verified.pop(token, None)
+        raise
+    except (sa_exc.OperationalError, sa_exc.TimeoutError, sa_exc.InterfaceError):
+        if hit is None or hit.expires <= time.time():
+            raise
+        # The database is unreachable: keep the last answer rather than fail reads that do not
+        # need it (cached pages); writes fail on their own. Checked again after the period.
+        return hit.user_id
+    _remember(token, entry._replace(checked=time.monotonic()))
+    return entry.user_id
+
+
+def _verify_signature(token: str) -> Verified:
     try:
         claims = jwt.decode(
             token,
@@ -95,18 +133,44 @@ def decode_token(token: str) -> int:
         )
         user_id = int(claims["sub"])
         expires = int(claims["exp"])
+        issued = int(claims.get("iat", 0))
     except (jwt.InvalidTokenError, ValueError, TypeError) as exc:
         raise Unauthorized() from exc
     # Ids are positive 64-bit integers; anything else names no user (and overflows SQLite).
     if not 0 < user_id <= MAX_USER_ID:
         raise Unauthorized()
+    return Verified(user_id, expires, issued, 0.0)
+
+
+def _check_account(user_id: int, issued: int) -> None:
+    """Unauthorized when the account is gone or its password changed after the token was issued."""
+    from service.db import get_db
+    from service.users import repository as users
+
+    with get_db().read() as conn:
+        valid_after = users.tokens_valid_after(conn, user_id)
+    if valid_after is None:
+        raise Unauthorized(messages.ACCOUNT_GONE)
+    if issued < valid_after:
+        raise Unauthorized(messages.TOKEN_REVOKED)
+
+
+def _remember(token: str, entry: Verified) -> None:
+    verified: dict[str, Verified] = current_app.extensions["verified_tokens"]
     if len(verified) >= VERIFIED_TOKENS_MAX:
         verified.clear()
-    verified[token] = (user_id, expires)
-    return user_id
+    verified[token] = entry
 
 
-def _token_from_header() -> str | None:
+def forget_user(user_id: int) -> None:
+    """Drop this process's verified tokens of `user_id` (after a password change revokes them)."""
+    verified: dict[str, Verified] = current_app.extensions["verified_tokens"]
+    for token in [t for t, entry in verified.items() if entry.user_id == user_id]:
+        verified.pop(token, None)
+
+
+def token_from_header() -> str | None:
+    """The token in the Authorization header; None without the header, Unauthorized when malformed."""
     header = request.headers.get("Authorization")
     if header is None:
         return None
@@ -132,7 +196,7 @@ def current_user_id() -> int:
 def auth_required(fn: F) -> F:
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        token = _token_from_header()
+        token = token_from_header()
         if token is None:
             raise Unauthorized()
         g.user_id = decode_token(token)
@@ -146,7 +210,7 @@ def auth_optional(fn: F) -> F:
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        token = _token_from_header()
+        token = token_from_header()
         g.user_id = decode_token(token) if token is not None else None
         return fn(*args, **kwargs)
 

@@ -10,7 +10,19 @@ keys instead (even after commit) lets such a reader put the old value back.
 Values are response bytes (never pickle) holding only what is the same for
 every viewer; per-viewer flags are merged in per request. Redis trouble costs
 at most one short timeout per breaker period per worker: reads then go to the
-database, and every key's TTL bounds staleness when a bump could not be sent.
+database.
+
+When Redis fails (down, restarted, frozen), a bump may be lost while the old
+entries survive, and another worker whose breaker closes first would serve
+them. So every key also carries a global epoch, and a worker that saw any
+Redis failure bumps the epoch, with its pending bumps, before it uses the
+cache again; a background greenlet sends them the moment Redis answers. The
+epoch is a microsecond timestamp from Redis's clock (set when missing), so an
+empty restart never reuses a number. What this leaves uncovered: a worker or
+replica that saw no failure can read an old entry from the moment Redis
+answers until a failed worker's retry lands (one FLUSH_RETRY_SECONDS), or
+until the TTL if every worker that saw the failure died first; and a Redis
+restored from an old snapshot (run the cache with `save ""`).
 """
 
 from __future__ import annotations
@@ -21,6 +33,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import gevent
 import redis
 from cachelib.serializers import BaseSerializer
 from flask import Flask, current_app
@@ -29,6 +42,8 @@ from gevent.event import AsyncResult
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from service import metrics
+
 log = logging.getLogger(__name__)
 
 # Generation names. One per entity where writes are targeted, global where a
@@ -36,6 +51,10 @@ log = logging.getLogger(__name__)
 PROFILES = "profiles"
 LISTS = "lists"
 TAGS = "tags"
+# Part of every key; bumped by any worker that saw Redis fail (see the module doc).
+EPOCH = "epoch"
+# Seconds between background retries of pending bumps while Redis is unreachable.
+FLUSH_RETRY_SECONDS = 0.1
 
 
 def article_gen(slug: str) -> str:
@@ -103,11 +122,29 @@ class BytesSerializer(BaseSerializer):
 # One round trip for a read: resolve the generations, build the versioned key
 # and GET it server-side. Redis runs scripts atomically; the script touches a
 # key it computes, which is fine on a single Redis (not on Redis Cluster).
+# KEYS[1] is the epoch: a missing one (new or emptied Redis, or expired after
+# ARGV[2] seconds) starts at Redis's clock in microseconds, above any epoch
+# used before, so losing it only ever invalidates everything.
 LOOKUP_SCRIPT = """
 local gens = redis.call('MGET', unpack(KEYS))
-for i = 1, #gens do if not gens[i] then gens[i] = '0' end end
+if not gens[1] then
+  local t = redis.call('TIME')
+  gens[1] = string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2]))
+  redis.call('SET', KEYS[1], gens[1], 'EX', ARGV[2])
+end
+for i = 2, #gens do if not gens[i] then gens[i] = '0' end end
 local key = ARGV[1] .. ':' .. table.concat(gens, '.')
 return {key, redis.call('GET', key)}
+"""
+
+# The epoch moves to Redis's clock in microseconds, or one up if it is ahead.
+BUMP_EPOCH_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if current >= now then now = current + 1 end
+redis.call('SET', KEYS[1], string.format('%d', now), 'EX', ARGV[1])
+return 1
 """
 
 
@@ -160,9 +197,12 @@ class SharedCache:
         # Invalidations get their own small pool with a longer wait, so a burst
         # of readers holding every connection cannot make a write skip its bump.
         self._bumper = _redis_client(cfg, 8, 2.0) if client is not None else None
+        self._bump_epoch = self._bumper.register_script(BUMP_EPOCH_SCRIPT) if self._bumper is not None else None
         self._open_until = 0.0
         self._inflight: dict[str, AsyncResult] = {}
         self._pending: set[str] = set()
+        self._failures = 0  # Redis failures seen so far (a flush compares before and after)
+        self._retrier: gevent.Greenlet[[], None] | None = None
         # Failure and hit counters of this process (exported by the metrics layer).
         self.stats = {"hits": 0, "misses": 0, "errors": 0, "bump_failures": 0, "pool_busy": 0}
 
@@ -178,10 +218,17 @@ class SharedCache:
             # Local congestion, not a Redis failure: this request skips the
             # cache, the breaker stays closed.
             self.stats["pool_busy"] += 1
+            metrics.count_cache("pool_busy")
             return
         self.stats["errors"] += 1
+        metrics.count_cache("errors")
         self._open_until = time.monotonic() + self.breaker_seconds
         log.warning("cache %s failed (%s); bypassing the cache for %.1fs", action, exc, self.breaker_seconds)
+        # Whatever this worker or another sent meanwhile may be lost: no cached
+        # entry is trusted again until the epoch moved on.
+        self._failures += 1
+        self._pending.add(EPOCH)
+        self._retry_in_background()
 
     def generations(self, names: list[str]) -> list[int] | None:
         """Current generation of each name (0 when never bumped); None when the cache is unavailable."""
@@ -197,6 +244,7 @@ class SharedCache:
         """(versioned key, its value or None); None when the cache is unavailable."""
         if not self.available() or (self._pending and not self._flush()):
             return None
+        names = [EPOCH, *names]
         if self._lookup is None:
             gens = self.generations(names)
             if gens is None:
@@ -205,12 +253,13 @@ class SharedCache:
             return key, self.get(key)
         prefix = self.backend._get_prefix()
         try:
-            reply = self._lookup(keys=[prefix + "g:" + n for n in names], args=[prefix + base])
+            reply = self._lookup(keys=[prefix + "g:" + n for n in names], args=[prefix + base, self.gen_ttl])
         except Exception as exc:
             self._failed("read", exc)
             return None
         value = self.backend.serializer.loads(reply[1]) if len(reply) > 1 else None
         self.stats["hits" if value is not None else "misses"] += 1
+        metrics.count_cache("hits" if value is not None else "misses")
         return reply[0].decode()[len(prefix) :], value
 
     def get(self, key: str) -> bytes | None:
@@ -222,6 +271,7 @@ class SharedCache:
             self._failed("read", exc)
             return None
         self.stats["hits" if value is not None else "misses"] += 1
+        metrics.count_cache("hits" if value is not None else "misses")
         return value
 
     def put(self, key: str, value: bytes) -> None:
@@ -239,8 +289,8 @@ class SharedCache:
         cannot cost a write its invalidation: with Redis hung, a write pays one
         socket timeout, reads pay one per breaker period. A bump that fails is kept and
         retried before this worker's next cache read; until it goes through,
-        this worker reads from the database. TTLs bound what other workers
-        may serve meanwhile.
+        this worker reads from the database, and a background greenlet
+        sends it as soon as Redis answers (see the module doc for the rest).
         """
         if not self.enabled:
             return
@@ -253,24 +303,57 @@ class SharedCache:
             return True
         names = sorted(self._pending)
         try:
-            client = self._bumper
-            if client is None:  # in-process backend
-                for name in names:
-                    self.backend.inc("g:" + name)
-            else:
-                prefix = self.backend._get_prefix()
-                pipe = client.pipeline(transaction=False)
-                for name in names:
-                    pipe.incr(prefix + "g:" + name)
-                    pipe.expire(prefix + "g:" + name, self.gen_ttl)
-                pipe.execute()
+            self._send(names)
         except Exception as exc:
+            self._pending.update(names)  # a concurrent flush may have taken them off
             self.stats["bump_failures"] += 1
+            metrics.count_cache("bump_failures")
             log.error("cache invalidation of %s failed (%s); retrying before the next cache read", names, exc)
             self._failed("invalidation", exc)
             return False
+        return not self._pending
+
+    def _send(self, names: list[str]) -> None:
+        """Bump `names` in one round trip and take them off the pending set; raises on failure."""
+        failures = self._failures
+        client = self._bumper
+        if client is None:  # in-process backend
+            for name in names:
+                self.backend.inc("g:" + name)
+        else:
+            prefix = self.backend._get_prefix()
+            pipe = client.pipeline(transaction=False)
+            for name in names:
+                if name == EPOCH and self._bump_epoch is not None:
+                    self._bump_epoch(keys=[prefix + "g:" + EPOCH], args=[self.gen_ttl], client=pipe)
+                    continue
+                pipe.incr(prefix + "g:" + name)
+                pipe.expire(prefix + "g:" + name, self.gen_ttl)
+            pipe.execute()
         self._pending.difference_update(names)
-        return True
+        if self._failures != failures:  # Redis failed meanwhile: this epoch may predate a loss
+            self._pending.add(EPOCH)
+
+    def _retry_in_background(self) -> None:
+        if self._retrier is None or self._retrier.dead:
+            self._retrier = gevent.spawn(self._retry_pending)
+
+    def _retry_pending(self) -> None:
+        """Send pending bumps as soon as Redis answers, then close the breaker.
+
+        Quiet: the failure that started it was logged and counted already.
+        """
+        while self._pending:
+            gevent.sleep(FLUSH_RETRY_SECONDS)
+            names = sorted(self._pending)
+            try:
+                self._send(names)
+            except Exception:
+                self._pending.update(names)
+                continue
+            if not self._pending:
+                self._open_until = 0.0
+                log.warning("cache reachable again; invalidations sent, breaker closed")
 
     def fetch(self, key_and_gens: tuple[str, list[str]], load: Callable[[], bytes]) -> bytes:
         """The cached bytes for the key, or `load()`'s result stored under the current generations.

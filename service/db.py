@@ -25,6 +25,8 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy import exc as exc_module
 from sqlalchemy.engine import make_url
 
+from service import metrics
+
 SQLITE_BEGIN_READ = "BEGIN DEFERRED"
 # Writers take the lock up front: a deferred transaction that reads and then
 # writes can fail with "database is locked" without waiting for the busy timeout.
@@ -38,6 +40,8 @@ class Database:
         self.engine = engine
         self.dialect = engine.dialect.name  # "postgresql" or "sqlite"
         self.reader = reader or engine.execution_options(isolation_level="AUTOCOMMIT")
+        # engine -> gauge of requests waiting for one of its connections (service.metrics)
+        self.waiting: dict[Engine, Any] = {}
 
     @property
     def engines(self) -> tuple[Engine, ...]:
@@ -50,13 +54,24 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        with self.reader.connect() as conn:
+        with self._connect(self.reader) as conn:
             yield conn
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
-        with self.engine.connect().execution_options(write=True) as conn, conn.begin():
+        with self._connect(self.engine).execution_options(write=True) as conn, conn.begin():
             yield conn
+
+    def _connect(self, engine: Engine) -> Connection:
+        """`engine.connect()`, counted in the pool's waiting gauge until a connection is checked out."""
+        waiting = self.waiting.get(engine)
+        if waiting is None:
+            return engine.connect()
+        waiting.inc()
+        try:
+            return engine.connect()
+        finally:
+            waiting.dec()
 
 
 def build_engine(settings: dict[str, Any], *, reader: bool = False) -> Engine:
@@ -79,6 +94,8 @@ def build_engine(settings: dict[str, Any], *, reader: bool = False) -> Engine:
         pool_timeout=settings["DB_POOL_TIMEOUT"],
         pool_recycle=settings["DB_POOL_RECYCLE"],
         pool_use_lifo=True,
+        # Errors are logged; their SQL parameters hold emails and password hashes.
+        hide_parameters=True,
         connect_args={
             "connect_timeout": max(1, int(settings["DB_CONNECT_TIMEOUT"])),
             "options": options,
@@ -123,7 +140,7 @@ def _sqlite_engine(url: Any) -> Engine:
         from pathlib import Path
 
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": 10, "check_same_thread": False})
+    engine = create_engine(url, hide_parameters=True, connect_args={"timeout": 10, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -150,6 +167,7 @@ def init_app(app: Flask) -> Database:
     engine = build_engine(app.config)
     reader = build_engine(app.config, reader=True) if engine.dialect.name == "postgresql" else None
     database = Database(engine, reader)
+    metrics.instrument_database(database)
     app.extensions["db"] = database
     return database
 

@@ -8,6 +8,7 @@ werkzeug's own 404/405/413 and for unexpected exceptions.
 from __future__ import annotations
 
 import logging
+import math
 
 import orjson
 from flask import Flask, Response
@@ -32,8 +33,11 @@ class messages:  # noqa: N801 - a namespace of constants
     INTERNAL = "internal server error"
     TOO_LARGE = "request body is too large"
     ACCOUNT_GONE = "the account of this token no longer exists"
+    TOKEN_REVOKED = "this token was revoked by a password change; log in again"  # noqa: S105
     CONFLICT = "the request conflicts with the current state; retry"
     PRECONDITION_FAILED = "the resource has changed since you read it (If-Match does not match)"
+    UNSUPPORTED_MEDIA_TYPE = "the body must be JSON, sent with Content-Type: application/json"
+    RATE_LIMITED = "too many requests; retry after the number of seconds in the Retry-After header"
 
 
 class APIError(Exception):
@@ -71,6 +75,21 @@ class PreconditionFailed(APIError):
     message = messages.PRECONDITION_FAILED
 
 
+class TooManyRequests(APIError):
+    status = 429
+    message = messages.RATE_LIMITED
+
+    def __init__(self, *errors: str, retry_after: float) -> None:
+        super().__init__(*errors)
+        # Whole seconds until the limit's window resets, at least 1.
+        self.headers = {"Retry-After": str(max(1, math.ceil(retry_after)))}
+
+
+class UnsupportedMediaType(APIError):
+    status = 415
+    message = messages.UNSUPPORTED_MEDIA_TYPE
+
+
 class Unavailable(APIError):
     status = 503
     message = messages.UNAVAILABLE
@@ -86,8 +105,12 @@ def error_response(status: int, errors: list[str], headers: dict[str, str] | Non
     return resp
 
 
-def _api_error(err: APIError) -> Response:
+def api_error_response(err: APIError) -> Response:
+    """The error shape for `err`, for code that answers without raising (e.g. a limiter callback)."""
     return error_response(err.status, err.errors, err.headers)
+
+
+_api_error = api_error_response
 
 
 def _http_error(err: HTTPException) -> Response:

@@ -22,6 +22,8 @@ def _viewer_dependent() -> bool:
 
 
 def _cache_headers(resp: Response) -> Response:
+    if "no-store" in resp.headers.get("Cache-Control", ""):  # the view said so (health checks, metrics)
+        return resp
     if request.method not in ("GET", "HEAD") or resp.status_code != 200:
         resp.headers.setdefault("Cache-Control", "no-store")
         return resp

@@ -16,11 +16,17 @@ import msgspec
 import orjson
 from flask import Blueprint, Flask, Response, current_app, url_for
 
+from service import ratelimit
 from service.schemas import GenericError
 from service.web import Operation, endpoint
 
 bp = Blueprint("docs", __name__, static_folder="static", static_url_path="/docs/static")
 
+RETRY_AFTER = {
+    "description": "Whole seconds until the limit allows this request again",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 1},
+}
 _PATH_PARAM = re.compile(r"<(?:(?P<converter>\w+):)?(?P<name>\w+)>")
 REF = "#/components/schemas/{name}"
 ERROR_TEXT = {
@@ -28,8 +34,10 @@ ERROR_TEXT = {
     403: "Not the owner of the resource",
     404: "Not found",
     413: "Request body too large",
+    415: "The body is not JSON (Content-Type must be application/json)",
     412: "If-Match does not match the current ETag",
     422: "Invalid request",
+    429: "Rate limit exceeded; retry after `Retry-After` seconds",
     503: "A dependency is unavailable; retry after `Retry-After` seconds",
 }
 
@@ -51,11 +59,17 @@ def _parameters(rule_path: str, op: Operation, converters: Mapping[str, type]) -
             if description:
                 param["description"] = description
             params.append(param)
+    params.extend(dict(header) for header in op.headers)
     return params
 
 
 def _operation(
-    rule_path: str, method: str, op: Operation, types: set[type], converters: Mapping[str, type]
+    rule_path: str,
+    method: str,
+    op: Operation,
+    types: set[type],
+    converters: Mapping[str, type],
+    rate_limited: bool = False,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {
         "tags": [op.tag],
@@ -82,9 +96,11 @@ def _operation(
     if "<" in rule_path:
         errors.add(404)
     if op.body is not None:
-        errors |= {413, 422}
-    if op.query is not None:
+        errors |= {413, 415, 422}
+    if op.query is not None or op.headers:
         errors.add(422)
+    if rate_limited:
+        errors.add(429)
     responses: dict[int, type | None] = {status: GenericError for status in errors}
     responses.update(op.responses)
     for status, kind in sorted(responses.items()):
@@ -95,6 +111,8 @@ def _operation(
         if kind is not None:
             types.add(kind)
             entry["content"] = {"application/json": {"schema": {"$ref": REF.format(name=kind.__name__)}}}
+        if status == 429:
+            entry["headers"] = {"Retry-After": RETRY_AFTER}
         out["responses"][str(status)] = entry
     # gunicorn refuses a request line over `limit_request_line` bytes (gunicorn.conf.py) before the
     # app sees it: any operation can get it, and its body is gunicorn's HTML page, not the error shape.
@@ -111,13 +129,16 @@ def build_document(app: Flask) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     types: set[type] = set()
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
-        op = getattr(app.view_functions[rule.endpoint], "__openapi__", None)
+        view = app.view_functions[rule.endpoint]
+        op = getattr(view, "__openapi__", None)
         if op is None:
             continue
+        # Documented whether or not RATELIMIT_ENABLED is on here: the contract is the same everywhere.
+        rate_limited = bool(ratelimit.declared(view))
         path = _PATH_PARAM.sub(lambda m: "{" + m["name"] + "}", rule.rule)
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
             paths.setdefault(path, {})[method.lower()] = _operation(
-                rule.rule, method.lower(), op, types, app.url_map.converters
+                rule.rule, method.lower(), op, types, app.url_map.converters, rate_limited
             )
     _, schemas = msgspec.json.schema_components(sorted(types, key=lambda t: t.__name__), ref_template=REF)
     return {

@@ -17,7 +17,7 @@ import msgspec
 from flask import Response, request
 
 from service import auth as authn
-from service.errors import Invalid, NotFound
+from service.errors import Invalid, NotFound, UnsupportedMediaType
 
 F = TypeVar("F", bound=Callable[..., Any])
 AuthMode = Literal["required", "optional", "none"]
@@ -35,6 +35,8 @@ class Operation:
     # status -> response type (a msgspec Struct) or None for an empty body
     responses: dict[int, type | None] = field(default_factory=dict)
     description: str = ""
+    # OpenAPI parameter objects for request headers the view reads itself (e.g. Idempotency-Key).
+    headers: tuple[dict[str, Any], ...] = ()
 
 
 def endpoint(
@@ -46,9 +48,10 @@ def endpoint(
     body: type | None = None,
     query: type | None = None,
     description: str = "",
+    headers: tuple[dict[str, Any], ...] = (),
 ) -> Callable[[F], F]:
     """Declare a view's contract; the view receives `body=` and `query=` already validated."""
-    op = Operation(summary, tag, auth, body, query, responses, description)
+    op = Operation(summary, tag, auth, body, query, responses, description, headers)
 
     def decorate(fn: F) -> F:
         @wraps(fn)
@@ -77,13 +80,16 @@ _decoders: dict[type, msgspec.json.Decoder[Any]] = {}
 
 
 def parse_body(kind: type[Any]) -> Any:
-    """Decode and validate the JSON body as `kind`; any problem is a 422."""
+    """Decode and validate the JSON body as `kind`; any problem is a 422 (415 when it is not JSON)."""
     decoder = _decoders.get(kind)
     if decoder is None:
         decoder = _decoders[kind] = msgspec.json.Decoder(kind)
     data = request.get_data(cache=False)
     if not data:
         raise Invalid("request body is empty; expected a JSON object")
+    # A form or text/plain body is what a cross-site HTML form can send without a CORS preflight.
+    if not request.is_json:
+        raise UnsupportedMediaType()
     try:
         return decoder.decode(data)
     except msgspec.ValidationError as exc:

@@ -25,7 +25,7 @@ from service import create_app, migrate
 from service.db import get_db
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
-TABLES = ("comments", "favorites", "article_tags", "articles", "follows", "users")
+TABLES = ("comments", "favorites", "article_tags", "articles", "follows", "users", "idempotency_keys")
 
 
 def _services_required() -> bool:

@@ -16,6 +16,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+class Server(str):
+    """The base URL of a live server (a str, so callers can use it as one), its gunicorn master and log."""
+
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -23,7 +30,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def live_server(database_url: str, workers: int = 2, **env: str) -> Iterator[str]:
+def live_server(database_url: str, workers: int = 2, **env: str) -> Iterator[Server]:
     """Migrate `database_url`, start gunicorn on a free port, yield its base URL, stop it."""
     port = free_port()
     environ = {
@@ -55,7 +62,9 @@ def live_server(database_url: str, workers: int = 2, **env: str) -> Iterator[str
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"gunicorn did not start; see {log.name}") from None
                 time.sleep(0.1)
-        yield base
+        server = Server(base)
+        server.proc, server.log_path = proc, Path(log.name)
+        yield server
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

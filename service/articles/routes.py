@@ -8,6 +8,7 @@ from typing import Any
 from flask import Blueprint, Response, request
 from werkzeug.routing import BaseConverter
 
+from service import idempotency, ratelimit
 from service.articles import service
 from service.articles.schemas import (
     ListQuery,
@@ -67,16 +68,21 @@ def feed(query: Page) -> Response:
 
 
 @bp.post("/articles")
+@ratelimit.limited(ratelimit.ARTICLES)
 @endpoint(
     "Create an article",
     tag="Articles",
     auth="required",
     body=NewArticleRequest,
     responses={201: SingleArticleResponse},
-    description="The slug is made from the title, with a random suffix when it is already taken.",
+    description="The slug is made from the title, with a random suffix when it is already taken. "
+    "With `Idempotency-Key`, a retry creates nothing and replays the first answer.",
+    headers=(idempotency.HEADER_PARAMETER,),
 )
 def create_article(body: NewArticleRequest) -> Response:
-    return respond(service.create(current_user_id(), body.article), 201)
+    user_id = current_user_id()
+    key = idempotency.requested(user_id, body, 201)
+    return idempotency.respond(service.create(user_id, body.article, key), 201)
 
 
 @bp.get("/articles/<slug:slug>")
@@ -108,12 +114,14 @@ def delete_article(slug: str) -> Response:
 
 
 @bp.post("/articles/<slug:slug>/favorite")
+@ratelimit.limited(ratelimit.FAVORITES)
 @endpoint("Favorite an article", tag="Favorites", auth="required", responses={200: SingleArticleResponse})
 def favorite(slug: str) -> Response:
     return respond(service.set_favorite(current_user_id(), slug, True))
 
 
 @bp.delete("/articles/<slug:slug>/favorite")
+@ratelimit.limited(ratelimit.FAVORITES)
 @endpoint("Unfavorite an article", tag="Favorites", auth="required", responses={200: SingleArticleResponse})
 def unfavorite(slug: str) -> Response:
     return respond(service.set_favorite(current_user_id(), slug, False))

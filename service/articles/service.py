@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Row
 from werkzeug.datastructures import ETags
 from werkzeug.http import generate_etag
 
-from service import cache, timefmt
+from service import cache, idempotency, timefmt
 from service.articles import repository as repo
 from service.articles.schemas import (
     Article,
@@ -135,12 +135,17 @@ def get(slug: str, viewer: int | None) -> bytes:
     return personalize(cache.get_cache().fetch(cache.article_key(slug), load), viewer)
 
 
-def create(author_id: int, new: NewArticle) -> bytes:
-    """Publish an article under a fresh unique slug (a random suffix when the title's is taken)."""
+def create(author_id: int, new: NewArticle, key: idempotency.Key | None = None) -> idempotency.Reply:
+    """Publish an article under a fresh unique slug (a random suffix when the title's is taken).
+
+    With an idempotency `key` already used for this request: its stored answer, nothing created."""
     tags = sorted({tag.strip() for tag in new.tagList})
     base = slugify(new.title)
     db = get_db()
     with db.transaction() as conn:
+        replay = idempotency.claim(conn, key)
+        if replay is not None:
+            return replay
         now = timefmt.now(db.dialect)
         candidates = [] if base in RESERVED_SLUGS else [base]
         candidates += [f"{base}-{secrets.token_hex(4)}" for _ in range(SLUG_ATTEMPTS)]
@@ -152,8 +157,9 @@ def create(author_id: int, new: NewArticle) -> bytes:
             raise Unavailable()
         repo.insert_tags(conn, article_id, tags)
         article = personalize(_article_bytes(conn, slug), author_id, conn)
+        idempotency.record(conn, key, article)
     cache.get_cache().bump([cache.LISTS, cache.TAGS])
-    return article
+    return idempotency.Reply(article)
 
 
 def _owned(conn: Connection, slug: str, viewer: int) -> Row[Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response
 
+from service import idempotency, ratelimit
 from service.auth import current_user_id, viewer_id
 from service.comments import service
 from service.comments.schemas import CommentPage, MultipleCommentsResponse, NewCommentRequest, SingleCommentResponse
@@ -27,11 +28,20 @@ def list_comments(slug: str, query: CommentPage) -> Response:
 
 
 @bp.post("/articles/<slug:slug>/comments")
+@ratelimit.limited(ratelimit.COMMENTS)
 @endpoint(
-    "Comment on an article", tag=TAG, auth="required", body=NewCommentRequest, responses={200: SingleCommentResponse}
+    "Comment on an article",
+    tag=TAG,
+    auth="required",
+    body=NewCommentRequest,
+    responses={200: SingleCommentResponse},
+    description="With `Idempotency-Key`, a retry creates nothing and replays the first answer.",
+    headers=(idempotency.HEADER_PARAMETER,),
 )
 def add_comment(slug: str, body: NewCommentRequest) -> Response:
-    return respond(service.add(current_user_id(), slug, body.comment.body))
+    user_id = current_user_id()
+    key = idempotency.requested(user_id, body, 200)
+    return idempotency.respond(service.add(user_id, slug, body.comment.body, key), 200)
 
 
 @bp.delete("/articles/<slug:slug>/comments/<int:comment_id>")

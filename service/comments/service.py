@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row
 
-from service import cache, timefmt
+from service import cache, idempotency, timefmt
 from service.articles import repository as articles_repo
 from service.comments import repository as repo
 from service.comments.schemas import Comment, CommentPage, MultipleCommentsResponse, SingleCommentResponse
@@ -57,16 +57,22 @@ def list_for(slug: str, page: CommentPage, viewer: int | None) -> bytes:
     return personalize(cache.get_cache().fetch(key, load), viewer)
 
 
-def add(author_id: int, slug: str, body: str) -> bytes:
-    """Comment on an article; NotFound for an unknown slug."""
+def add(author_id: int, slug: str, body: str, key: idempotency.Key | None = None) -> idempotency.Reply:
+    """Comment on an article; NotFound for an unknown slug.
+
+    With an idempotency `key` already used for this request: its stored answer, nothing created."""
     db = get_db()
     with db.transaction() as conn:
+        replay = idempotency.claim(conn, key)
+        if replay is not None:
+            return replay
         comment_id = repo.insert_comment(conn, _article_id(conn, slug), author_id, body, timefmt.now(db.dialect))
         row = repo.comment(conn, comment_id)
         assert row is not None
         comment = personalize(_shared(SingleCommentResponse(_comments([row])[0]), [row]), author_id, conn)
+        idempotency.record(conn, key, comment)
     cache.get_cache().bump([cache.comments_gen(slug)])
-    return comment
+    return idempotency.Reply(comment)
 
 
 def delete(viewer: int, slug: str, comment_id: int) -> None:

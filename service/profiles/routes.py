@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response
 
+from service import ratelimit
 from service.auth import current_user_id, viewer_id
 from service.profiles import service
 from service.profiles.schemas import ProfileResponse
@@ -21,6 +22,7 @@ def get_profile(username: str) -> Response:
 
 
 @bp.post("/profiles/<username>/follow")
+@ratelimit.limited(ratelimit.FOLLOWS)
 @endpoint(
     "Follow a user",
     tag=TAG,
@@ -33,6 +35,7 @@ def follow(username: str) -> Response:
 
 
 @bp.delete("/profiles/<username>/follow")
+@ratelimit.limited(ratelimit.FOLLOWS)
 @endpoint("Unfollow a user", tag=TAG, auth="required", responses={200: ProfileResponse})
 def unfollow(username: str) -> Response:
     return respond(ProfileResponse(service.set_following(current_user_id(), username, False)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response
 
+from service import idempotency, ratelimit
 from service.auth import current_user_id
 from service.schemas import GenericError
 from service.users import service
@@ -15,6 +16,7 @@ TAG = "User and Authentication"
 
 
 @bp.post("/users/login")
+@ratelimit.limited(ratelimit.LOGIN_ADDRESS, ratelimit.LOGIN_ACCOUNT)
 @endpoint(
     "Log in with email and password",
     tag=TAG,
@@ -26,9 +28,18 @@ def login(body: LoginUserRequest) -> Response:
 
 
 @bp.post("/users")
-@endpoint("Register a new user", tag=TAG, body=NewUserRequest, responses={201: UserResponse})
+@ratelimit.limited(ratelimit.REGISTER_ADDRESS)
+@endpoint(
+    "Register a new user",
+    tag=TAG,
+    body=NewUserRequest,
+    responses={201: UserResponse},
+    description="With `Idempotency-Key`, a retry creates nothing and replays the first answer with a fresh token.",
+    headers=(idempotency.HEADER_PARAMETER,),
+)
 def register(body: NewUserRequest) -> Response:
-    return respond(UserResponse(service.register(body.user)), 201)
+    key = idempotency.requested(None, body, 201)
+    return idempotency.respond(service.register(body.user, key), 201)
 
 
 @bp.get("/user")

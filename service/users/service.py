@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+import msgspec
 from msgspec import UNSET
 from sqlalchemy import Row
 from sqlalchemy.exc import IntegrityError
 
-from service import cache, timefmt
-from service.auth import issue_token, passwords
+from service import cache, idempotency, timefmt
+from service.auth import forget_user, issue_token, passwords
 from service.db import get_db
 from service.errors import Invalid, Unauthorized, messages
 from service.users import repository as repo
-from service.users.schemas import NewUser, UpdateUser, User
+from service.users.schemas import NewUser, UpdateUser, User, UserResponse
+from service.web import encode
 
 # Verified against when the email is unknown, so that a wrong email and a wrong
 # password take the same time and give the same answer (no user enumeration).
@@ -34,16 +37,46 @@ def _conflict(username: str | None, email: str | None, except_id: int = 0) -> In
     return Invalid(*(errors or [messages.USERNAME_TAKEN]))
 
 
-def register(new: NewUser) -> User:
-    """Create an account; Invalid when the username or email is taken."""
+class _Taken(Exception):
+    """Raised inside the registration transaction so that a claimed idempotency key rolls back too."""
+
+
+def register(new: NewUser, key: idempotency.Key | None = None) -> idempotency.Reply:
+    """Create an account (an encoded UserResponse); Invalid when the username or email is taken.
+
+    With an idempotency `key` already used for this request: the stored answer with a fresh token.
+    The stored copy has no token: a bearer credential at rest would outlive its use."""
     password_hash = passwords().hash(new.password)
     email = new.email.lower()
     db = get_db()
-    with db.transaction() as conn:
-        row = repo.insert_user(conn, new.username, email, password_hash, timefmt.now(db.dialect))
-    if row is None:
-        raise _conflict(new.username, email)
-    return _user(row)
+    try:
+        with db.transaction() as conn:
+            replay = idempotency.claim(conn, key)
+            if replay is None:
+                row = repo.insert_user(conn, new.username, email, password_hash, timefmt.now(db.dialect))
+                if row is None:
+                    raise _Taken
+                user = _user(row)
+                idempotency.record(conn, key, encode(UserResponse(msgspec.structs.replace(user, token=""))))
+    except _Taken:
+        raise _conflict(new.username, email) from None
+    if replay is not None:
+        return _with_fresh_token(replay, email, new.password)
+    return idempotency.Reply(encode(UserResponse(user)))
+
+
+def _with_fresh_token(replay: idempotency.Reply, email: str, password: str) -> idempotency.Reply:
+    """The stored registration answer with a new token; Invalid unless the email and password still log in.
+
+    A replay is thus no more than a login: a password changed since revokes it, and an email that
+    moved to another account cannot hand out that account's token."""
+    with get_db().read() as conn:
+        row = repo.user_by_email(conn, email)
+    if row is None or not passwords().verify(row.password_hash, password):
+        raise Invalid(idempotency.messages.ACCOUNT_CHANGED)
+    stored = msgspec.json.decode(replay.body, type=UserResponse)
+    user = msgspec.structs.replace(stored.user, token=issue_token(row.id))
+    return idempotency.Reply(encode(UserResponse(user)), replay.replayed_status)
 
 
 def login(email: str, password: str) -> User:
@@ -83,6 +116,9 @@ def update(user_id: int, changes: UpdateUser) -> User:
         values["image"] = changes.image
     if changes.password is not UNSET:
         values["password_hash"] = passwords().hash(changes.password)
+        # Revokes every token issued before this second (auth.decode_token); the token in the
+        # answer is issued after it and stays valid.
+        values["tokens_valid_after"] = int(time.time())
     db = get_db()
     try:
         with db.transaction() as conn:
@@ -91,6 +127,8 @@ def update(user_id: int, changes: UpdateUser) -> User:
         raise _conflict(values.get("username"), values.get("email"), except_id=user_id) from None
     if row is None:
         raise Unauthorized()
+    if "password_hash" in values:
+        forget_user(user_id)
     if {"username", "bio", "image"} & values.keys():
         cache.get_cache().bump([cache.PROFILES])
     return _user(row)

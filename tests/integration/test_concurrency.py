@@ -179,6 +179,34 @@ def test_concurrent_registrations_of_one_username_create_exactly_one_account(ser
     assert server.scalar("SELECT email FROM users WHERE username = 'highlander'") == winner.body["user"]["email"]
 
 
+def test_concurrent_renames_to_one_username_give_it_to_exactly_one_user(server: Server) -> None:
+    tokens = register_many(server, [f"renamer{i}" for i in range(10)])
+    replies = all_at_once(
+        [lambda t=t: server.call("PUT", "/user", {"user": {"username": "the-one"}}, t) for t in tokens.values()],
+        threads=10,
+    )
+
+    statuses = Counter(r.status for r in replies)
+    assert statuses == {200: 1, 422: 9}, statuses
+    assert all(r.body == {"errors": {"body": ["username has already been taken"]}} for r in replies if r.status == 422)
+    assert server.scalar("SELECT COUNT(*) FROM users WHERE username = 'the-one'") == 1
+    # The nine others kept their names.
+    assert server.scalar("SELECT COUNT(*) FROM users WHERE username LIKE 'renamer%'") == 9
+
+
+def test_fifty_identical_concurrent_follows_make_one_row(server: Server) -> None:
+    tokens = register_many(server, ["idol", "stalker"])
+
+    replies = all_at_once(
+        [lambda: server.call("POST", "/profiles/idol/follow", token=tokens["stalker"])] * 50, threads=50
+    )
+
+    assert Counter(r.status for r in replies) == {200: 50}
+    assert all(r.body["profile"]["following"] for r in replies)
+    rows = "SELECT COUNT(*) FROM follows f JOIN users u ON u.id = f.followee_id WHERE u.username = 'idol'"
+    assert server.scalar(rows) == 1
+
+
 def test_a_request_waiting_on_a_database_lock_does_not_stall_its_worker() -> None:
     """One worker: while a favorite waits on a row lock, the same process still answers others."""
     with scratch_database("conduit_stall") as url:
