@@ -17,6 +17,7 @@ import jwt
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask import Flask, current_app, g, request
+from gevent.event import AsyncResult
 from gevent.threadpool import ThreadPool
 from sqlalchemy import exc as sa_exc
 
@@ -58,6 +59,7 @@ class Passwords:
 
 def init_app(app: Flask) -> None:
     app.extensions["verified_tokens"] = {}
+    app.extensions["token_checks"] = {}  # token -> AsyncResult of its account check in flight
     app.extensions["passwords"] = Passwords(
         app.config["PASSWORD_TIME_COST"], app.config["PASSWORD_MEMORY_KIB"], app.config["PASSWORD_HASH_THREADS"]
     )
@@ -103,21 +105,41 @@ def decode_token(token: str) -> int:
         if time.monotonic() - hit.checked < float(current_app.config["TOKEN_RECHECK_SECONDS"]):
             return hit.user_id
         entry = hit
-        # Concurrent requests with this token keep using the entry while this one re-reads the
-        # account: one read per token per period and worker, not one per request in a burst.
-        _remember(token, hit._replace(checked=time.monotonic()))
     else:
+        hit = None
         entry = _verify_signature(token)
+    # One account read per token per period and worker: concurrent requests with this token wait
+    # for the read in flight and share its answer (never the stale entry: it may be revoked).
+    checks: dict[str, AsyncResult] = current_app.extensions["token_checks"]
+    pending = checks.get(token)
+    if pending is not None:
+        user_id: int = pending.get()
+        return user_id
+    pending = checks[token] = AsyncResult()
+    try:
+        user_id = _checked(token, entry, hit)
+    except BaseException as exc:
+        pending.set_exception(exc)
+        raise
+    finally:
+        checks.pop(token, None)
+    pending.set(user_id)
+    return user_id
+
+
+def _checked(token: str, entry: Verified, hit: Verified | None) -> int:
+    """`entry`'s user id once the account allows it; remembers or forgets the token accordingly."""
     try:
         _check_account(entry.user_id, entry.issued)
     except Unauthorized:
-        verified.pop(token, None)
+        current_app.extensions["verified_tokens"].pop(token, None)
         raise
     except (sa_exc.OperationalError, sa_exc.TimeoutError, sa_exc.InterfaceError):
-        if hit is None or hit.expires <= time.time():
+        if hit is None:
             raise
         # The database is unreachable: keep the last answer rather than fail reads that do not
         # need it (cached pages); writes fail on their own. Checked again after the period.
+        _remember(token, hit._replace(checked=time.monotonic()))
         return hit.user_id
     _remember(token, entry._replace(checked=time.monotonic()))
     return entry.user_id
