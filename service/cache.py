@@ -213,15 +213,18 @@ class SharedCache:
     def available(self) -> bool:
         return self.enabled and time.monotonic() >= self._open_until
 
+    def _count(self, event: str) -> None:
+        """One cache event, in this app's `stats` and in the process's Prometheus counters."""
+        self.stats[event] += 1
+        metrics.count_cache(event)
+
     def _failed(self, action: str, exc: Exception) -> None:
         if isinstance(exc, redis.ConnectionError) and "No connection available" in str(exc):
             # Local congestion, not a Redis failure: this request skips the
             # cache, the breaker stays closed.
-            self.stats["pool_busy"] += 1
-            metrics.count_cache("pool_busy")
+            self._count("pool_busy")
             return
-        self.stats["errors"] += 1
-        metrics.count_cache("errors")
+        self._count("errors")
         self._open_until = time.monotonic() + self.breaker_seconds
         log.warning("cache %s failed (%s); bypassing the cache for %.1fs", action, exc, self.breaker_seconds)
         # Whatever this worker or another sent meanwhile may be lost: no cached
@@ -258,8 +261,7 @@ class SharedCache:
             self._failed("read", exc)
             return None
         value = self.backend.serializer.loads(reply[1]) if len(reply) > 1 else None
-        self.stats["hits" if value is not None else "misses"] += 1
-        metrics.count_cache("hits" if value is not None else "misses")
+        self._count("hits" if value is not None else "misses")
         return reply[0].decode()[len(prefix) :], value
 
     def get(self, key: str) -> bytes | None:
@@ -270,8 +272,7 @@ class SharedCache:
         except Exception as exc:
             self._failed("read", exc)
             return None
-        self.stats["hits" if value is not None else "misses"] += 1
-        metrics.count_cache("hits" if value is not None else "misses")
+        self._count("hits" if value is not None else "misses")
         return value
 
     def put(self, key: str, value: bytes) -> None:
@@ -306,8 +307,7 @@ class SharedCache:
             self._send(names)
         except Exception as exc:
             self._pending.update(names)  # a concurrent flush may have taken them off
-            self.stats["bump_failures"] += 1
-            metrics.count_cache("bump_failures")
+            self._count("bump_failures")
             log.error("cache invalidation of %s failed (%s); retrying before the next cache read", names, exc)
             self._failed("invalidation", exc)
             return False
