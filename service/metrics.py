@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import bisect
+import glob
 import logging
 import os
 import time
@@ -243,12 +244,31 @@ def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
+class _SizedFilesCollector(prometheus_multiprocess.MultiProcessCollector):
+    """The multiprocess collector, minus files that a booting worker has created but not sized yet.
+
+    prometheus-client creates a worker's file empty and then grows it; a scrape that
+    reads it in between fails with struct.error. Such a file holds no sample yet.
+    """
+
+    def collect(self) -> Any:
+        files = glob.glob(os.path.join(self._path, "*.db"))
+        return self.merge([f for f in files if _size(f) >= 8], accumulate=True)  # type: ignore[no-untyped-call]
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:  # a dead worker's file removed meanwhile
+        return 0
+
+
 def exposition() -> bytes:
     """Every metric in the Prometheus text format, summed over the live workers in multiprocess mode."""
     flush()
     if multiprocess_dir():
         registry = CollectorRegistry()
-        prometheus_multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        _SizedFilesCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry)
     return generate_latest(REGISTRY)
 

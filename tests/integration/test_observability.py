@@ -86,6 +86,26 @@ def test_batched_latencies_land_in_the_same_buckets_as_observe() -> None:
     assert sample("conduit_http_requests_total", **labels) == 5
 
 
+def test_a_worker_file_still_being_created_does_not_break_the_scrape(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that is booting has created its metrics file but not sized it yet (0 bytes):
+    a scrape at that moment must skip it, not answer 500."""
+    from prometheus_client import Counter as PromCounter
+    from prometheus_client import values
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    values.ValueClass = values.get_value_class()
+    try:
+        PromCounter("conduit_test_scrape_total", "a counter of a live worker", registry=None).inc()
+        (tmp_path / "counter_99999.db").write_bytes(b"")  # another worker, mid-creation
+        body = metrics.exposition().decode()
+    finally:
+        monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
+        values.ValueClass = values.get_value_class()
+    assert "conduit_test_scrape_total 1.0" in body
+
+
 def test_unknown_methods_share_one_label(local: FlaskClient) -> None:
     before = sample("conduit_http_requests_total", endpoint="unmatched", method="other", status="405")
     local.open("/api/tags", method="BREW")
