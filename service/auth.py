@@ -182,7 +182,7 @@ def _check_account(entry: Verified) -> None:
     if state is None:
         raise Unauthorized(messages.ACCOUNT_GONE)
     # The version is exact. tokens_valid_after is the `iat` cut-off of password changes made before
-    # migration 0004 (or by a replica of that release during the deploy); nothing moves it since.
+    # migration 0004 (or by a replica of the previous release during the deploy); nothing moves it now.
     if entry.version != state.token_version or entry.issued < state.tokens_valid_after:
         raise Unauthorized(messages.TOKEN_REVOKED)
 
