@@ -1,6 +1,8 @@
 """Tokens, password hashing off the gevent hub, and the auth decorators.
 
-Tokens are HS256 JWTs whose `sub` is the user id; `exp` is required. Argon2id
+Tokens are HS256 JWTs whose `sub` is the user id; `exp` is required. `ver` is the
+account's token version when the token was issued (a password change increments it;
+tokens from before versions existed have none and count as 0). Argon2id
 hashing takes ~20 ms of CPU; run on the hub's thread it would stall every other
 request of the worker, so it runs in a small per-process OS thread pool (the
 C code releases the GIL) while the calling greenlet waits cooperatively.
@@ -70,13 +72,14 @@ def passwords() -> Passwords:
     return p
 
 
-def issue_token(user_id: int) -> str:
-    """A signed token for `user_id`, already known valid to this process (it was just read)."""
+def issue_token(user_id: int, version: int) -> str:
+    """A signed token for `user_id` at the account's token `version`, already known valid to this
+    process (the account was just read or written)."""
     now = int(time.time())
     expires = now + int(current_app.config["JWT_TTL_SECONDS"])
-    claims = {"sub": str(user_id), "iat": now, "exp": expires}
+    claims = {"sub": str(user_id), "iat": now, "exp": expires, "ver": version}
     token = jwt.encode(claims, current_app.config["SECRET_KEY"], algorithm=ALGORITHM)
-    _remember(token, Verified(user_id, expires, now, time.monotonic()))
+    _remember(token, Verified(user_id, expires, now, version, time.monotonic()))
     return token
 
 
@@ -85,8 +88,9 @@ def issue_token(user_id: int) -> str:
 # verification enter, expiry is re-checked on every hit, and the dict is
 # emptied when full so it cannot grow without bound. An entry is trusted for
 # TOKEN_RECHECK_SECONDS; then the account is read again (one primary-key
-# lookup), so a password change, which revokes every token issued before it,
-# or a deleted account ends older tokens in every worker within that time.
+# lookup), so a password change, which moves the account's token version and so
+# revokes every token issued before it, or a deleted account ends older tokens in
+# every worker within that time.
 VERIFIED_TOKENS_MAX = 10_000
 
 
@@ -94,6 +98,7 @@ class Verified(NamedTuple):
     user_id: int
     expires: int
     issued: int
+    version: int  # the `ver` claim
     checked: float  # time.monotonic() of the last account check
 
 
@@ -130,7 +135,7 @@ def decode_token(token: str) -> int:
 def _checked(token: str, entry: Verified, hit: Verified | None) -> int:
     """`entry`'s user id once the account allows it; remembers or forgets the token accordingly."""
     try:
-        _check_account(entry.user_id, entry.issued)
+        _check_account(entry)
     except Unauthorized:
         current_app.extensions["verified_tokens"].pop(token, None)
         raise
@@ -156,24 +161,29 @@ def _verify_signature(token: str) -> Verified:
         user_id = int(claims["sub"])
         expires = int(claims["exp"])
         issued = int(claims.get("iat", 0))
+        version = claims.get("ver", 0)
     except (jwt.InvalidTokenError, ValueError, TypeError) as exc:
         raise Unauthorized() from exc
+    if type(version) is not int:
+        raise Unauthorized()
     # Ids are positive 64-bit integers; anything else names no user (and overflows SQLite).
     if not 0 < user_id <= MAX_USER_ID:
         raise Unauthorized()
-    return Verified(user_id, expires, issued, 0.0)
+    return Verified(user_id, expires, issued, version, 0.0)
 
 
-def _check_account(user_id: int, issued: int) -> None:
+def _check_account(entry: Verified) -> None:
     """Unauthorized when the account is gone or its password changed after the token was issued."""
     from service.db import get_db
     from service.users import repository as users
 
     with get_db().read() as conn:
-        valid_after = users.tokens_valid_after(conn, user_id)
-    if valid_after is None:
+        state = users.token_state(conn, entry.user_id)
+    if state is None:
         raise Unauthorized(messages.ACCOUNT_GONE)
-    if issued < valid_after:
+    # The version is exact. tokens_valid_after is the `iat` cut-off of password changes made before
+    # migration 0004 (or by a replica of the previous release during the deploy); nothing moves it now.
+    if entry.version != state.token_version or entry.issued < state.tokens_valid_after:
         raise Unauthorized(messages.TOKEN_REVOKED)
 
 

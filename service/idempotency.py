@@ -3,7 +3,10 @@
 `POST /api/users`, `/api/articles` and `/api/articles/{slug}/comments` accept an optional
 `Idempotency-Key` header. Its row is inserted first in the create's own transaction and completed
 with the response in that same transaction, so the resource and its key commit together or not at
-all. A concurrent duplicate (same scope and key) waits on the row's unique-key lock (PostgreSQL) or
+all. A key counts within a scope: the signed-in user, or for registration (anonymous, so no user to
+tell clients apart) the request's fingerprint itself, so two clients that happen to pick one key for
+different registrations never meet, while a retry of the same body still finds its first answer. A
+concurrent duplicate (same scope and key) waits on the row's unique-key lock (PostgreSQL) or
 on BEGIN IMMEDIATE (SQLite), then finds the committed row and replays it; if the first rolled back,
 it runs itself. Only successes are stored: a refused request leaves nothing, so its retry re-executes.
 
@@ -33,7 +36,8 @@ from service.web import respond as json_response
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
-ANONYMOUS = "anonymous"
+# An anonymous request's scope is this prefix and its fingerprint: the key counts per request body.
+ANONYMOUS = "anonymous:"
 KEY_PATTERN = r"^[!-~]{1,255}$"  # visible ASCII, 0x21-0x7E
 _VALID_KEY = re.compile(r"[!-~]{1,255}")
 # On average one recorded key in PURGE_EVERY also deletes up to PURGE_BATCH expired rows: about six
@@ -62,11 +66,12 @@ HEADER_PARAMETER: dict[str, Any] = {
     "required": False,
     "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": KEY_PATTERN},
     "description": "Makes a retry safe: a unique value per intended create (e.g. a UUID), 1-255 visible ASCII "
-    "characters. A repeat of the same request with the same key (per user; per anonymous client for "
-    "registration) creates nothing and gets the first answer again, with `Idempotent-Replayed: true`; "
-    "a concurrent repeat waits for the first. The same key with a different method, path or body is 422, "
-    "as is a malformed key. A refused request stores nothing. Keys are remembered for "
-    "IDEMPOTENCY_TTL_SECONDS (24 h by default).",
+    "characters. A repeat of the same request with the same key creates nothing and gets the first answer "
+    "again, with `Idempotent-Replayed: true`; a concurrent repeat waits for the first. Keys are per client: "
+    "per signed-in user, where the same key with a different method, path or body is 422; on registration, "
+    "which has no user yet, per request body (method, path and body as parsed), so the same key with a "
+    "different body is simply another key and never another client's answer. A malformed key is 422. A "
+    "refused request stores nothing. Keys are remembered for IDEMPOTENCY_TTL_SECONDS (24 h by default).",
 }
 
 # Inserts the key, or takes over an expired row; returns nothing when a live row holds the key. On
@@ -141,8 +146,9 @@ def requested(user_id: int | None, body: Any, status: int) -> Key | None:
         return None
     if not _VALID_KEY.fullmatch(raw):
         raise Invalid(messages.INVALID_KEY)
-    scope = ANONYMOUS if user_id is None else f"user:{user_id}"
-    return Key(scope, raw, fingerprint(request.method, request.path, body), status)
+    digest = fingerprint(request.method, request.path, body)
+    scope = ANONYMOUS + digest if user_id is None else f"user:{user_id}"
+    return Key(scope, raw, digest, status)
 
 
 def fingerprint(method: str, path: str, body: Any) -> str:

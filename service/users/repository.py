@@ -11,16 +11,21 @@ INSERT_USER = text(
     INSERT INTO users (username, email, password_hash, created_at, updated_at)
     VALUES (:username, :email, :password_hash, :now, :now)
     ON CONFLICT DO NOTHING
-    RETURNING id, username, email, bio, image
+    RETURNING id, username, email, bio, image, token_version
     """
 )
 
-SELECT_USER_BY_ID = text("SELECT id, username, email, bio, image, password_hash FROM users WHERE id = :id")
+SELECT_USER_BY_ID = text(
+    "SELECT id, username, email, bio, image, password_hash, token_version FROM users WHERE id = :id"
+)
 
-SELECT_USER_BY_EMAIL = text("SELECT id, username, email, bio, image, password_hash FROM users WHERE email = :email")
+SELECT_USER_BY_EMAIL = text(
+    "SELECT id, username, email, bio, image, password_hash, token_version FROM users WHERE email = :email"
+)
 
-# Tokens issued (JWT `iat`, epoch seconds) before this are revoked; moved by a password change.
-SELECT_TOKENS_VALID_AFTER = text("SELECT tokens_valid_after FROM users WHERE id = :id")
+# A token is valid while its `ver` claim equals token_version (moved by a password change) and its
+# `iat` is not before tokens_valid_after (frozen since migration 0004; see that file).
+SELECT_TOKEN_STATE = text("SELECT token_version, tokens_valid_after FROM users WHERE id = :id")
 
 SELECT_TAKEN = text(
     """
@@ -37,12 +42,12 @@ UPDATE_USER = text(
         username = CASE WHEN :set_username THEN :username ELSE username END,
         email = CASE WHEN :set_email THEN :email ELSE email END,
         password_hash = CASE WHEN :set_password THEN :password_hash ELSE password_hash END,
-        tokens_valid_after = CASE WHEN :set_password THEN :tokens_valid_after ELSE tokens_valid_after END,
+        token_version = CASE WHEN :set_password THEN token_version + 1 ELSE token_version END,
         bio = CASE WHEN :set_bio THEN :bio ELSE bio END,
         image = CASE WHEN :set_image THEN :image ELSE image END,
         updated_at = :now
     WHERE id = :id
-    RETURNING id, username, email, bio, image
+    RETURNING id, username, email, bio, image, token_version
     """
 )
 
@@ -68,17 +73,16 @@ def taken(conn: Connection, username: str | None, email: str | None, except_id: 
     return any(bool(r.username_taken) for r in rows), any(bool(r.email_taken) for r in rows)
 
 
-def tokens_valid_after(conn: Connection, user_id: int) -> int | None:
-    """Epoch second before which the user's tokens are revoked; None when the user does not exist."""
-    value = conn.execute(SELECT_TOKENS_VALID_AFTER, {"id": user_id}).scalar()
-    return None if value is None else int(value)
+def token_state(conn: Connection, user_id: int) -> Row[Any] | None:
+    """(token_version, tokens_valid_after) of the user; None when the user does not exist."""
+    return conn.execute(SELECT_TOKEN_STATE, {"id": user_id}).first()
 
 
 def update_user(conn: Connection, user_id: int, changes: dict[str, Any], now: Any) -> Row[Any] | None:
     """Apply `changes` (any of username, email, password_hash, bio, image); the updated row.
 
-    A new password_hash also revokes the tokens issued before `changes["tokens_valid_after"]`."""
-    params: dict[str, Any] = {"id": user_id, "now": now, "tokens_valid_after": changes.get("tokens_valid_after", 0)}
+    A new password_hash also increments token_version, which revokes every token issued before."""
+    params: dict[str, Any] = {"id": user_id, "now": now}
     for name in ("username", "email", "password_hash", "bio", "image"):
         params[name] = changes.get(name)
         params["set_" + name.removesuffix("_hash")] = name in changes

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import msgspec
@@ -24,7 +23,13 @@ _DUMMY_HASH: dict[str, str] = {}
 
 
 def _user(row: Row[Any]) -> User:
-    return User(email=row.email, token=issue_token(row.id), username=row.username, bio=row.bio, image=row.image)
+    return User(
+        email=row.email,
+        token=issue_token(row.id, row.token_version),
+        username=row.username,
+        bio=row.bio,
+        image=row.image,
+    )
 
 
 def _conflict(username: str | None, email: str | None, except_id: int = 0) -> Invalid:
@@ -75,7 +80,7 @@ def _with_fresh_token(replay: idempotency.Reply, email: str, password: str) -> i
     if row is None or not passwords().verify(row.password_hash, password):
         raise Invalid(idempotency.messages.ACCOUNT_CHANGED)
     stored = msgspec.json.decode(replay.body, type=UserResponse)
-    user = msgspec.structs.replace(stored.user, token=issue_token(row.id))
+    user = msgspec.structs.replace(stored.user, token=issue_token(row.id, row.token_version))
     return idempotency.Reply(encode(UserResponse(user)), replay.replayed_status)
 
 
@@ -115,10 +120,9 @@ def update(user_id: int, changes: UpdateUser) -> User:
     if changes.image is not UNSET:
         values["image"] = changes.image
     if changes.password is not UNSET:
+        # Also increments the account's token version in the same UPDATE: every token issued
+        # before is refused (auth.decode_token); the token in the answer carries the new version.
         values["password_hash"] = passwords().hash(changes.password)
-        # Revokes every token issued before this second (auth.decode_token); the token in the
-        # answer is issued after it and stays valid.
-        values["tokens_valid_after"] = int(time.time())
     db = get_db()
     try:
         with db.transaction() as conn:

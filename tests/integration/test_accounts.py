@@ -10,7 +10,9 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +90,6 @@ def test_racing_registrations_of_one_email_in_any_case_create_one_account(app: F
 def test_a_password_change_revokes_older_tokens_and_the_old_password_at_once(client: FlaskClient, api: Api) -> None:
     old_token = api.register("pat", password="old-password")
     other_session = login(client, "pat@example.com", "old-password").json["user"]["token"]
-    time.sleep(1.05)  # tokens carry whole seconds: the change must come in a later second than them
     resp = client.put("/api/user", json={"user": {"password": "new-password"}}, headers=auth(old_token))
     assert resp.status_code == 200
     new_token = resp.json["user"]["token"]
@@ -101,9 +102,23 @@ def test_a_password_change_revokes_older_tokens_and_the_old_password_at_once(cli
     assert client.get("/api/user", headers=auth(fresh)).status_code == 200
 
 
+def test_a_password_change_in_the_same_second_as_a_token_still_revokes_it(
+    client: FlaskClient, api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wall clock stands still: issue, change and re-use all fall in one second (and one `iat`)."""
+    frozen = time.time()
+    monkeypatch.setattr(time, "time", lambda: frozen)
+    old_token = api.register("sam", password="old-password")
+    resp = client.put("/api/user", json={"user": {"password": "new-password"}}, headers=auth(old_token))
+    assert resp.status_code == 200
+    new_token = resp.json["user"]["token"]
+
+    assert error_messages(client.get("/api/user", headers=auth(old_token)), 401) == [messages.TOKEN_REVOKED]
+    assert client.get("/api/user", headers=auth(new_token)).json["user"]["username"] == "sam"
+
+
 def test_other_profile_changes_keep_existing_tokens(client: FlaskClient, api: Api) -> None:
     token = api.register("kim")
-    time.sleep(1.05)
     assert (
         client.put(
             "/api/user", json={"user": {"bio": "hi", "email": "Kim2@example.com"}}, headers=auth(token)
@@ -119,10 +134,9 @@ def test_another_workers_cached_token_is_rechecked_after_token_recheck_seconds(t
     one, two = build_app(url, TOKEN_RECHECK_SECONDS=0.5), build_app(url, TOKEN_RECHECK_SECONDS=0.5)
     token = Api(one.test_client()).register("lee", password="old-password")
     assert two.test_client().get("/api/user", headers=auth(token)).status_code == 200  # cached in `two`
-    time.sleep(1.05)
     changed = one.test_client().put("/api/user", json={"user": {"password": "new-password"}}, headers=auth(token))
     assert changed.status_code == 200
-    time.sleep(0.6)
+    time.sleep(0.6)  # TOKEN_RECHECK_SECONDS
     error_messages(two.test_client().get("/api/user", headers=auth(token)), 401)
 
 
@@ -164,7 +178,6 @@ def test_a_password_change_holds_in_every_worker(tmp_path: Path) -> None:
         # Warm both workers' token caches (parallel connections reach both).
         with ThreadPoolExecutor(8) as pool:
             assert set(pool.map(lambda _: _call(base, "GET", "/api/user", token=old_token)[0], range(40))) == {200}
-        time.sleep(1.05)
         status, body = _call(base, "PUT", "/api/user", {"user": {"password": "new-password"}}, old_token)
         assert status == 200
         new_token = body["user"]["token"]
@@ -187,43 +200,90 @@ def test_a_password_change_holds_in_every_worker(tmp_path: Path) -> None:
     assert len(_pids(access_log, "/api/user")) == 2, "both workers must have answered the old token"
 
 
-# --- migration 0003 on existing data -------------------------------------------------------------------
+# --- migrations 0003 and 0004 on existing data -----------------------------------------------------------
+
+
+def _database_before(url: str, version: str, *statements: str, **params: Any) -> None:
+    """Create the schema as it was before migration `version` and run `statements` (with `params`) on it."""
+    parsed = make_url(url)
+    driver = parsed.drivername.split("+")[0]
+    engine = create_engine(parsed.set(drivername=driver + ("+psycopg2" if driver == "postgresql" else "")))
+    with engine.begin() as conn:
+        migrate.applied(conn)
+        for migration in migrate.available(engine.dialect.name):
+            if migration.version >= version:
+                break
+            for statement in migration.statements():
+                conn.exec_driver_sql(statement)
+            conn.execute(migrate.INSERT_APPLIED, {"version": migration.version})
+        for statement in statements:
+            conn.execute(text(statement), {"now": "2020-01-01 00:00:00+00", **params})
+    engine.dispose()
+
+
+def _legacy_token(app: Flask, user_id: int, issued: int) -> str:
+    """A token as releases before migration 0004 issued them: no `ver` claim."""
+    return jwt.encode({"sub": str(user_id), "iat": issued, "exp": int(time.time()) + 60}, app.config["SECRET_KEY"])
+
+
+@contextmanager
+def _database_url(tmp_path: Path, dialect: str, name: str) -> Iterator[str]:
+    if dialect == "sqlite":
+        yield f"sqlite:///{tmp_path}/{name}.db"
+    else:
+        with scratch_database(f"conduit_{name}") as url:
+            yield url
+
+
+INSERT_OLD_USER = (
+    "INSERT INTO users (username, email, password_hash, created_at, updated_at) "
+    "VALUES ('old', 'old@example.com', 'x', :now, :now)"
+)
 
 
 @pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
 def test_migration_0003_keeps_existing_accounts_and_their_tokens(tmp_path: Path, dialect: str) -> None:
-    def run(url: str) -> None:
-        engine = create_engine(
-            make_url(url).set(
-                drivername=make_url(url).drivername.split("+")[0] + ("+psycopg2" if dialect == "postgresql" else "")
-            )
-        )
-        with engine.begin() as conn:  # the schema as it was before 0003, with an account in it
-            migrate.applied(conn)
-            for migration in migrate.available(engine.dialect.name):
-                if migration.version >= "0003":
-                    break
-                for statement in migration.statements():
-                    conn.exec_driver_sql(statement)
-                conn.execute(migrate.INSERT_APPLIED, {"version": migration.version})
-            conn.execute(
-                text(
-                    "INSERT INTO users (username, email, password_hash, created_at, updated_at) "
-                    "VALUES ('old', 'old@example.com', 'x', :now, :now)"
-                ),
-                {"now": "2020-01-01 00:00:00+00"},
-            )
-        engine.dispose()
+    with _database_url(tmp_path, dialect, "m0003") as url:
+        _database_before(url, "0003", INSERT_OLD_USER)
         app = build_app(url)  # upgrades: 0003 runs on the existing row
         with app.app_context(), get_db().read() as conn:
             row = conn.execute(text("SELECT id, tokens_valid_after FROM users WHERE username = 'old'")).one()
         assert row.tokens_valid_after == 0
         # A token issued before the upgrade (any `iat`) still works.
-        token = jwt.encode({"sub": str(row.id), "iat": 1, "exp": int(time.time()) + 60}, app.config["SECRET_KEY"])
+        token = _legacy_token(app, row.id, issued=1)
         assert app.test_client().get("/api/user", headers=auth(token)).json["user"]["username"] == "old"
 
-    if dialect == "sqlite":
-        run(f"sqlite:///{tmp_path}/old.db")
-    else:
-        with scratch_database("conduit_m0003") as url:
-            run(url)
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_migration_0004_keeps_existing_tokens_and_earlier_revocations(tmp_path: Path, dialect: str) -> None:
+    """Tokens without `ver` count as version 0; a password change made under 0003 still revokes."""
+    changed_at = int(time.time()) - 100
+    with _database_url(tmp_path, dialect, "m0004") as url:
+        _database_before(
+            url,
+            "0004",
+            INSERT_OLD_USER,
+            "INSERT INTO users (username, email, password_hash, created_at, updated_at, tokens_valid_after) "
+            "VALUES ('changed', 'changed@example.com', 'x', :now, :now, :changed_at)",
+            changed_at=changed_at,
+        )
+        app = build_app(url)  # upgrades: 0004 runs on the existing rows
+        with app.app_context(), get_db().read() as conn:
+            ids = dict(conn.execute(text("SELECT username, id FROM users WHERE token_version = 0")).all())
+        assert ids.keys() == {"old", "changed"}
+        client = app.test_client()
+
+        def me(token: str) -> Any:
+            return client.get("/api/user", headers=auth(token))
+
+        old = _legacy_token(app, ids["old"], issued=1)
+        assert me(old).json["user"]["username"] == "old"
+        assert me(_legacy_token(app, ids["changed"], issued=changed_at + 1)).json["user"]["username"] == "changed"
+        before_change = _legacy_token(app, ids["changed"], issued=changed_at - 1)
+        assert error_messages(me(before_change), 401) == [messages.TOKEN_REVOKED]
+
+        # The first password change after the upgrade revokes the tokens without `ver` too.
+        resp = client.put("/api/user", json={"user": {"password": "new-password"}}, headers=auth(old))
+        assert resp.status_code == 200
+        assert error_messages(me(old), 401) == [messages.TOKEN_REVOKED]
+        assert me(resp.json["user"]["token"]).json["user"]["username"] == "old"

@@ -72,6 +72,7 @@ def bad_authorization_headers(app: Flask, user_id: str) -> dict[str, str]:
         "signed-with-an-empty-key": handmade({"alg": "HS256", "typ": "JWT"}, claims, b""),
         "not-yet-valid-nbf": jwt.encode({**claims, "nbf": now + 3600}, app.config["SECRET_KEY"], "HS256"),
         "issued-in-the-future": jwt.encode({**claims, "iat": now + 3600}, app.config["SECRET_KEY"], "HS256"),
+        "version-not-an-integer": jwt.encode({**claims, "ver": "0"}, app.config["SECRET_KEY"], "HS256"),
         "sub-as-a-number": handmade({"alg": "HS256", "typ": "JWT"}, {**claims, "sub": int(user_id)}, secret),
         "sub-negative": jwt.encode({**claims, "sub": "-1"}, app.config["SECRET_KEY"], "HS256"),
         "payload-not-json": f"{head}.{b64(b'not json')}.{_sig}",

@@ -1,0 +1,11 @@
+-- Exact token revocation (service/auth.py). Keep in step with ../sqlite/0004_token_version.sql.
+-- Every token carries the account's token_version as its `ver` claim (tokens from before this
+-- migration have none and count as 0); a password change increments it in the same UPDATE, and a
+-- token whose version differs is refused. Unlike 0003's `iat` cut-off this needs no clock: a token
+-- issued in the same second as the change, or by a replica whose clock is off, is judged the same.
+-- 0 for every existing row keeps every existing token working. tokens_valid_after stays, frozen: it
+-- still revokes tokens issued before password changes made under 0003, and replicas of the previous
+-- release read it during a rolling deploy. Once JWT_TTL_SECONDS have passed after the deploy, every
+-- token it could refuse has expired and a later migration can drop it.
+-- A constant default: metadata-only on PostgreSQL 11+, no table rewrite.
+ALTER TABLE users ADD COLUMN token_version BIGINT NOT NULL DEFAULT 0;
