@@ -132,12 +132,12 @@ def _database_unavailable(err: Exception) -> Response:
 
 
 def _integrity(err: sa_exc.IntegrityError) -> Response:
-    # Services check what they can before writing; what reaches here is a race
-    # or a row that vanished. A foreign key that no longer resolves on an
-    # authenticated write almost always means the token's account is gone.
-    code = getattr(err.orig, "pgcode", None)
-    if code == "23503" or "FOREIGN KEY" in str(err.orig):
-        return _api_error(Unauthorized(messages.ACCOUNT_GONE))
+    # Services check what they can before writing; what reaches here is a race.
+    # A foreign key whose referenced row vanished is answered by the service
+    # (service.foreign_keys), which knows whether it was an article (404) or
+    # the token's account (401). One that gets here was not placed: guessing
+    # "account gone" would sign the client out, so it is a conflict to retry,
+    # and the retry's own lookup gives the precise answer.
     log.warning("integrity error: %s", err.orig)
     return _api_error(Invalid(messages.CONFLICT))
 

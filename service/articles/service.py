@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Row
 from werkzeug.datastructures import ETags
 from werkzeug.http import generate_etag
 
-from service import cache, idempotency, timefmt
+from service import cache, foreign_keys, idempotency, timefmt
 from service.articles import repository as repo
 from service.articles.schemas import (
     Article,
@@ -138,7 +138,8 @@ def get(slug: str, viewer: int | None) -> bytes:
 def create(author_id: int, new: NewArticle, key: idempotency.Key | None = None) -> idempotency.Reply:
     """Publish an article under a fresh unique slug (a random suffix when the title's is taken).
 
-    With an idempotency `key` already used for this request: its stored answer, nothing created."""
+    Unauthorized when the author's account was deleted meanwhile. With an idempotency `key` already
+    used for this request: its stored answer, nothing created."""
     tags = sorted({tag.strip() for tag in new.tagList})
     base = slugify(new.title)
     db = get_db()
@@ -149,13 +150,15 @@ def create(author_id: int, new: NewArticle, key: idempotency.Key | None = None) 
         now = timefmt.now(db.dialect)
         candidates = [] if base in RESERVED_SLUGS else [base]
         candidates += [f"{base}-{secrets.token_hex(4)}" for _ in range(SLUG_ATTEMPTS)]
-        for slug in candidates:
-            article_id = repo.insert_article(conn, slug, author_id, new.title, new.description, new.body, now)
-            if article_id is not None:
-                break
-        else:
-            raise Unavailable()
-        repo.insert_tags(conn, article_id, tags)
+        with foreign_keys.referencing(conn, account=author_id):
+            for slug in candidates:
+                article_id = repo.insert_article(conn, slug, author_id, new.title, new.description, new.body, now)
+                if article_id is not None:
+                    break
+            else:
+                raise Unavailable()
+        with foreign_keys.referencing(conn, article=article_id):
+            repo.insert_tags(conn, article_id, tags)
         article = personalize(_article_bytes(conn, slug), author_id, conn)
         idempotency.record(conn, key, article)
     cache.get_cache().bump([cache.LISTS, cache.TAGS])
@@ -195,12 +198,15 @@ def delete(viewer: int, slug: str) -> None:
 
 
 def set_favorite(viewer: int, slug: str, favorite: bool) -> bytes:
-    """Favorite or unfavorite (idempotent) and return the article with its new count."""
+    """Favorite or unfavorite (idempotent) and return the article with its new count.
+
+    NotFound for an unknown slug or one deleted meanwhile, Unauthorized when the viewer's account was."""
     db = get_db()
     with db.transaction() as conn:
         row = _require(conn, slug)
         if favorite:
-            repo.add_favorite(conn, viewer, row.id, timefmt.now(db.dialect))
+            with foreign_keys.referencing(conn, article=row.id, account=viewer):
+                repo.add_favorite(conn, viewer, row.id, timefmt.now(db.dialect))
         else:
             repo.remove_favorite(conn, viewer, row.id)
         article = personalize(_article_bytes(conn, slug), viewer, conn)

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row
 
-from service import cache, idempotency, timefmt
+from service import cache, foreign_keys, idempotency, timefmt
 from service.articles import repository as articles_repo
 from service.comments import repository as repo
 from service.comments.schemas import Comment, CommentPage, MultipleCommentsResponse, SingleCommentResponse
@@ -58,7 +58,8 @@ def list_for(slug: str, page: CommentPage, viewer: int | None) -> bytes:
 
 
 def add(author_id: int, slug: str, body: str, key: idempotency.Key | None = None) -> idempotency.Reply:
-    """Comment on an article; NotFound for an unknown slug.
+    """Comment on an article; NotFound for an unknown slug or one deleted meanwhile, Unauthorized
+    when the author's account was deleted meanwhile.
 
     With an idempotency `key` already used for this request: its stored answer, nothing created."""
     db = get_db()
@@ -66,7 +67,9 @@ def add(author_id: int, slug: str, body: str, key: idempotency.Key | None = None
         replay = idempotency.claim(conn, key)
         if replay is not None:
             return replay
-        comment_id = repo.insert_comment(conn, _article_id(conn, slug), author_id, body, timefmt.now(db.dialect))
+        article_id = _article_id(conn, slug)
+        with foreign_keys.referencing(conn, article=article_id, account=author_id):
+            comment_id = repo.insert_comment(conn, article_id, author_id, body, timefmt.now(db.dialect))
         row = repo.comment(conn, comment_id)
         assert row is not None
         comment = personalize(_shared(SingleCommentResponse(_comments([row])[0]), [row]), author_id, conn)

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import Row
 
-from service import cache, timefmt
+from service import cache, foreign_keys, timefmt
 from service.db import get_db
 from service.errors import Invalid, NotFound, messages
 from service.personalize import personalize, shared
@@ -32,7 +32,9 @@ def get(username: str, viewer: int | None) -> bytes:
 
 
 def set_following(viewer: int, username: str, following: bool) -> Profile:
-    """Follow or unfollow `username` (idempotent); NotFound for an unknown username."""
+    """Follow or unfollow `username` (idempotent).
+
+    NotFound for an unknown username or one deleted meanwhile, Unauthorized when the viewer's account was."""
     db = get_db()
     with db.transaction() as conn:
         row = repo.profile(conn, username, viewer)
@@ -41,7 +43,8 @@ def set_following(viewer: int, username: str, following: bool) -> Profile:
         if row.id == viewer and following:
             raise Invalid(messages.CANNOT_FOLLOW_SELF)
         if following:
-            repo.follow(conn, viewer, row.id, timefmt.now(db.dialect))
+            with foreign_keys.referencing(conn, profile=row.id, account=viewer):
+                repo.follow(conn, viewer, row.id, timefmt.now(db.dialect))
         else:
             repo.unfollow(conn, viewer, row.id)
     cache.get_cache().bump([cache.follows_gen(viewer)])
