@@ -31,18 +31,17 @@ from flask_limiter import Limiter, RateLimitExceeded, RequestLimit
 from limits import parse_many
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from werkzeug.exceptions import HTTPException
 
 from config import ConfigError
 from service import logs, metrics
 from service.errors import APIError, TooManyRequests, api_error_response
+from service.web import request_body
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 STRATEGIES = ("fixed-window", "moving-window", "sliding-window-counter")
-# A login body is two short strings; a larger one is refused by validation anyway, so it is not read
-# here (and one over MAX_CONTENT_LENGTH is left for the view to answer 413).
-LOGIN_BODY_MAX = 16 * 1024
 
 
 @dataclass(frozen=True)
@@ -91,13 +90,15 @@ class _LoginProbe(msgspec.Struct):
 
 
 def _login_account() -> str | None:
-    """A keyed digest of the normalized login email (no email addresses in Redis); None without one."""
-    length = request.content_length
-    if length is None or length > min(LOGIN_BODY_MAX, int(current_app.config["MAX_CONTENT_LENGTH"])):
-        return None
+    """A keyed digest of the normalized login email (no email addresses in Redis); None without one.
+
+    The body is read with the view's own reader (web.request_body: bounded by MAX_CONTENT_LENGTH,
+    chunked or not, kept for the view), so any body the view accepts as a log-in names its account
+    here, however it is framed or padded. None only for a body the view refuses before any password
+    check (too large, not JSON, no email)."""
     try:
-        email = msgspec.json.decode(request.get_data(), type=_LoginProbe).user.email
-    except (msgspec.MsgspecError, RecursionError, UnicodeDecodeError, ValueError):
+        email = msgspec.json.decode(request_body(), type=_LoginProbe).user.email
+    except (HTTPException, msgspec.MsgspecError, RecursionError, UnicodeDecodeError, ValueError):
         return None
     secret = str(current_app.config["SECRET_KEY"]).encode()
     return hmac.new(secret, email.strip().lower().encode(), hashlib.sha256).hexdigest()[:32]
