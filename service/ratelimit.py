@@ -49,6 +49,9 @@ class Rule:
     setting: str  # the config key that holds the limits string
     scope: str  # the bucket name, shared by every view carrying the rule; also the metric label
     key: Callable[[], str | None]  # whose bucket; None = the rule does not apply to this request
+    # A flag setting: when off, only requests answered 2xx count (Flask-Limiter's deduct_when).
+    # None: every attempt counts, whatever the answer (what guards guessing must do).
+    count_failed: str | None = None
 
 
 def client_address() -> str:
@@ -117,7 +120,9 @@ def _user() -> str | None:
 
 LOGIN_ACCOUNT = Rule("RATELIMIT_LOGIN_ACCOUNT", "login_account", _login_account)
 LOGIN_ADDRESS = Rule("RATELIMIT_LOGIN_ADDRESS", "login_address", client_address)
-REGISTER_ADDRESS = Rule("RATELIMIT_REGISTER_ADDRESS", "register_address", client_address)
+REGISTER_ADDRESS = Rule(
+    "RATELIMIT_REGISTER_ADDRESS", "register_address", client_address, count_failed="RATELIMIT_REGISTER_COUNT_FAILED"
+)
 ARTICLES = Rule("RATELIMIT_ARTICLES_USER", "articles", _user)
 COMMENTS = Rule("RATELIMIT_COMMENTS_USER", "comments", _user)
 FAVORITES = Rule("RATELIMIT_FAVORITES_USER", "favorites", _user)
@@ -165,6 +170,7 @@ def init_app(app: Flask) -> None:
                 key_func=partial(_key, rule),
                 exempt_when=partial(_not_applicable, rule),
                 on_breach=partial(_breached, rule),
+                deduct_when=None if rule.count_failed is None or cfg[rule.count_failed] else _succeeded,
             )(wrapped)
         app.view_functions[endpoint] = wrapped
 
@@ -232,6 +238,11 @@ def _key(rule: Rule) -> str:
             log.warning("rate limit key for %s failed; limit skipped for this request", rule.scope, exc_info=True)
             keys[rule.scope] = None
     return keys[rule.scope] or ""
+
+
+def _succeeded(response: Response) -> bool:
+    """Whether a request counts against a rule that counts successes only: it was answered 2xx."""
+    return 200 <= response.status_code < 300
 
 
 def _not_applicable(rule: Rule) -> bool:
