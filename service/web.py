@@ -38,6 +38,8 @@ class Operation:
     description: str = ""
     # OpenAPI parameter objects for request headers the view reads itself (e.g. Idempotency-Key).
     headers: tuple[dict[str, Any], ...] = ()
+    # status -> {header name: OpenAPI header object} for response headers the view sets (e.g. Link).
+    response_headers: dict[int, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
 
 def endpoint(
@@ -50,9 +52,10 @@ def endpoint(
     query: type | None = None,
     description: str = "",
     headers: tuple[dict[str, Any], ...] = (),
+    response_headers: dict[int, dict[str, dict[str, Any]]] | None = None,
 ) -> Callable[[F], F]:
     """Declare a view's contract; the view receives `body=` and `query=` already validated."""
-    op = Operation(summary, tag, auth, body, query, responses, description, headers)
+    op = Operation(summary, tag, auth, body, query, responses, description, headers, response_headers or {})
 
     def decorate(fn: F) -> F:
         @wraps(fn)
