@@ -103,6 +103,11 @@ class BaseConfig:
     RATELIMIT_LOGIN_ADDRESS = "30/minute;300/hour"
     # Registrations per client address (account spam).
     RATELIMIT_REGISTER_ADDRESS = "5/minute;30/hour"
+    # Whether a refused registration (422: username or email taken, invalid input) counts against
+    # RATELIMIT_REGISTER_ADDRESS. On by default: "email has already been taken" tells whether an
+    # account exists, so probing is exactly the failures; and counting only successes checks before
+    # and counts after the answer, so a burst of concurrent requests all pass before any is counted.
+    RATELIMIT_REGISTER_COUNT_FAILED = True
     # Writes per authenticated user: article creation, comments, favorite + unfavorite together,
     # follow + unfollow together (spam, inflating counts).
     RATELIMIT_ARTICLES_USER = "10/minute;200/day"
@@ -138,6 +143,16 @@ class BaseConfig:
 
 class DevelopmentConfig(BaseConfig):
     """The embedded default: SQLite file + in-process cache, dev secret allowed."""
+
+    # A person trying the API by hand (`make run`) must not meet 429 after a few minutes: generous
+    # write and registration limits, and a taken username does not use up the registration budget.
+    # The log-in limits (password guessing) stay as in production and count failures.
+    RATELIMIT_REGISTER_ADDRESS = "60/minute;1000/hour"
+    RATELIMIT_REGISTER_COUNT_FAILED = False
+    RATELIMIT_ARTICLES_USER = "120/minute;5000/day"
+    RATELIMIT_COMMENTS_USER = "300/minute;10000/day"
+    RATELIMIT_FAVORITES_USER = "300/minute;10000/day"
+    RATELIMIT_FOLLOWS_USER = "300/minute;10000/day"
 
 
 class TestingConfig(BaseConfig):
@@ -202,6 +217,7 @@ ENV_OVERRIDES: dict[str, Callable[[str], Any]] = {
     "RATELIMIT_LOGIN_ACCOUNT": str,
     "RATELIMIT_LOGIN_ADDRESS": str,
     "RATELIMIT_REGISTER_ADDRESS": str,
+    "RATELIMIT_REGISTER_COUNT_FAILED": flag,
     "RATELIMIT_ARTICLES_USER": str,
     "RATELIMIT_COMMENTS_USER": str,
     "RATELIMIT_FAVORITES_USER": str,

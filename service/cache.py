@@ -85,7 +85,8 @@ def profile_key(username: str) -> tuple[str, list[str]]:
 
 
 def comments_key(slug: str, limit: int, offset: int) -> tuple[str, list[str]]:
-    return f"c:{_digest(slug, limit, offset)}", [comments_gen(slug), PROFILES]
+    # "c2": entries lead with the comment count since commentsCount; "c:" ones from before never match.
+    return f"c2:{_digest(slug, limit, offset)}", [comments_gen(slug), PROFILES]
 
 
 def follows_gen(user_id: int) -> str:

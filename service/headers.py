@@ -32,9 +32,10 @@ CSP_API = "default-src 'none'; frame-ancestors 'none'"
 CSP_HTML = "frame-ancestors 'none'; object-src 'none'; base-uri 'none'"
 
 # What a cross-origin caller may send and read: the token, JSON bodies, conditional requests
-# and idempotent retries; ETag (for If-Match), Retry-After (after a 503 or 429), replay marks.
+# and idempotent retries; ETag (for If-Match), Retry-After (after a 503 or 429), replay marks,
+# Link (the next page of comments).
 ALLOW_HEADERS = "Authorization, Content-Type, If-Match, If-None-Match, Idempotency-Key"
-EXPOSE_HEADERS = "ETag, Retry-After, WWW-Authenticate, Idempotent-Replayed, X-Request-Id"
+EXPOSE_HEADERS = "ETag, Retry-After, WWW-Authenticate, Idempotent-Replayed, X-Request-Id, Link"
 # Seconds a browser may reuse a preflight answer.
 PREFLIGHT_MAX_AGE = "600"
 

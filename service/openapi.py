@@ -113,6 +113,8 @@ def _operation(
             entry["content"] = {"application/json": {"schema": {"$ref": REF.format(name=kind.__name__)}}}
         if status == 429:
             entry["headers"] = {"Retry-After": RETRY_AFTER}
+        if status in op.response_headers:
+            entry.setdefault("headers", {}).update(op.response_headers[status])
         out["responses"][str(status)] = entry
     # gunicorn refuses a request line over `limit_request_line` bytes (gunicorn.conf.py) before the
     # app sees it: any operation can get it, and its body is gunicorn's HTML page, not the error shape.

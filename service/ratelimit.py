@@ -31,18 +31,17 @@ from flask_limiter import Limiter, RateLimitExceeded, RequestLimit
 from limits import parse_many
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from werkzeug.exceptions import HTTPException
 
 from config import ConfigError
 from service import logs, metrics
 from service.errors import APIError, TooManyRequests, api_error_response
+from service.web import request_body
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 STRATEGIES = ("fixed-window", "moving-window", "sliding-window-counter")
-# A login body is two short strings; a larger one is refused by validation anyway, so it is not read
-# here (and one over MAX_CONTENT_LENGTH is left for the view to answer 413).
-LOGIN_BODY_MAX = 16 * 1024
 
 
 @dataclass(frozen=True)
@@ -50,6 +49,9 @@ class Rule:
     setting: str  # the config key that holds the limits string
     scope: str  # the bucket name, shared by every view carrying the rule; also the metric label
     key: Callable[[], str | None]  # whose bucket; None = the rule does not apply to this request
+    # A flag setting: when off, only requests answered 2xx count (Flask-Limiter's deduct_when).
+    # None: every attempt counts, whatever the answer (what guards guessing must do).
+    count_failed: str | None = None
 
 
 def client_address() -> str:
@@ -91,13 +93,15 @@ class _LoginProbe(msgspec.Struct):
 
 
 def _login_account() -> str | None:
-    """A keyed digest of the normalized login email (no email addresses in Redis); None without one."""
-    length = request.content_length
-    if length is None or length > min(LOGIN_BODY_MAX, int(current_app.config["MAX_CONTENT_LENGTH"])):
-        return None
+    """A keyed digest of the normalized login email (no email addresses in Redis); None without one.
+
+    The body is read with the view's own reader (web.request_body: bounded by MAX_CONTENT_LENGTH,
+    chunked or not, kept for the view), so any body the view accepts as a log-in names its account
+    here, however it is framed or padded. None only for a body the view refuses before any password
+    check (too large, not JSON, no email)."""
     try:
-        email = msgspec.json.decode(request.get_data(), type=_LoginProbe).user.email
-    except (msgspec.MsgspecError, RecursionError, UnicodeDecodeError, ValueError):
+        email = msgspec.json.decode(request_body(), type=_LoginProbe).user.email
+    except (HTTPException, msgspec.MsgspecError, RecursionError, UnicodeDecodeError, ValueError):
         return None
     secret = str(current_app.config["SECRET_KEY"]).encode()
     return hmac.new(secret, email.strip().lower().encode(), hashlib.sha256).hexdigest()[:32]
@@ -116,7 +120,9 @@ def _user() -> str | None:
 
 LOGIN_ACCOUNT = Rule("RATELIMIT_LOGIN_ACCOUNT", "login_account", _login_account)
 LOGIN_ADDRESS = Rule("RATELIMIT_LOGIN_ADDRESS", "login_address", client_address)
-REGISTER_ADDRESS = Rule("RATELIMIT_REGISTER_ADDRESS", "register_address", client_address)
+REGISTER_ADDRESS = Rule(
+    "RATELIMIT_REGISTER_ADDRESS", "register_address", client_address, count_failed="RATELIMIT_REGISTER_COUNT_FAILED"
+)
 ARTICLES = Rule("RATELIMIT_ARTICLES_USER", "articles", _user)
 COMMENTS = Rule("RATELIMIT_COMMENTS_USER", "comments", _user)
 FAVORITES = Rule("RATELIMIT_FAVORITES_USER", "favorites", _user)
@@ -164,6 +170,7 @@ def init_app(app: Flask) -> None:
                 key_func=partial(_key, rule),
                 exempt_when=partial(_not_applicable, rule),
                 on_breach=partial(_breached, rule),
+                deduct_when=None if rule.count_failed is None or cfg[rule.count_failed] else _succeeded,
             )(wrapped)
         app.view_functions[endpoint] = wrapped
 
@@ -231,6 +238,11 @@ def _key(rule: Rule) -> str:
             log.warning("rate limit key for %s failed; limit skipped for this request", rule.scope, exc_info=True)
             keys[rule.scope] = None
     return keys[rule.scope] or ""
+
+
+def _succeeded(response: Response) -> bool:
+    """Whether a request counts against a rule that counts successes only: it was answered 2xx."""
+    return 200 <= response.status_code < 300
 
 
 def _not_applicable(rule: Rule) -> bool:

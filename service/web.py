@@ -14,7 +14,8 @@ from functools import wraps
 from typing import Any, Literal, TypeVar, cast
 
 import msgspec
-from flask import Response, request
+from flask import Response, g, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from service import auth as authn
 from service.errors import Invalid, NotFound, UnsupportedMediaType
@@ -37,6 +38,8 @@ class Operation:
     description: str = ""
     # OpenAPI parameter objects for request headers the view reads itself (e.g. Idempotency-Key).
     headers: tuple[dict[str, Any], ...] = ()
+    # status -> {header name: OpenAPI header object} for response headers the view sets (e.g. Link).
+    response_headers: dict[int, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
 
 def endpoint(
@@ -49,9 +52,10 @@ def endpoint(
     query: type | None = None,
     description: str = "",
     headers: tuple[dict[str, Any], ...] = (),
+    response_headers: dict[int, dict[str, dict[str, Any]]] | None = None,
 ) -> Callable[[F], F]:
     """Declare a view's contract; the view receives `body=` and `query=` already validated."""
-    op = Operation(summary, tag, auth, body, query, responses, description, headers)
+    op = Operation(summary, tag, auth, body, query, responses, description, headers, response_headers or {})
 
     def decorate(fn: F) -> F:
         @wraps(fn)
@@ -84,7 +88,7 @@ def parse_body(kind: type[Any]) -> Any:
     decoder = _decoders.get(kind)
     if decoder is None:
         decoder = _decoders[kind] = msgspec.json.Decoder(kind)
-    data = request.get_data(cache=False)
+    data = request_body()
     if not data:
         raise Invalid("request body is empty; expected a JSON object")
     # A form or text/plain body is what a cross-site HTML form can send without a CORS preflight.
@@ -100,6 +104,27 @@ def parse_body(kind: type[Any]) -> Any:
         raise Invalid("malformed JSON: nested too deeply") from exc
     except UnicodeDecodeError as exc:
         raise Invalid("malformed JSON: invalid UTF-8") from exc
+
+
+def request_body() -> bytes:
+    """The raw request body, read once per request and kept; RequestEntityTooLarge (413) past MAX_CONTENT_LENGTH.
+
+    The one reader of bodies, so that whatever reads a body before the view (a rate limit's key)
+    sees exactly what the view will parse, whether the body came with Content-Length or chunked."""
+    if g.get("_body_too_large"):
+        raise RequestEntityTooLarge()
+    try:
+        # Content-Length framing: werkzeug refuses a length over the maximum and reads exactly the length.
+        data = request.get_data(cache=True)
+        limit = request.max_content_length
+        # Chunked framing (no Content-Length; gunicorn marks the stream terminated): werkzeug stops
+        # at the maximum without an error, so a longer body would look cut short. One byte more tells.
+        if limit is not None and request.content_length is None and len(data) >= limit and request.input_stream.read(1):
+            raise RequestEntityTooLarge()
+    except RequestEntityTooLarge:
+        g._body_too_large = True
+        raise
+    return data
 
 
 def parse_query(kind: type[Any]) -> Any:

@@ -17,6 +17,8 @@ SELECT_COMMENTS_OF_ARTICLE = text(
     """
 )
 
+COUNT_COMMENTS_OF_ARTICLE = text("SELECT COUNT(*) FROM comments WHERE article_id = :article_id")
+
 SELECT_COMMENT = text(
     """
     SELECT c.id, c.article_id, c.body, c.created_at, c.updated_at,
@@ -41,6 +43,11 @@ def comments_of(conn: Connection, article_id: int, limit: int, offset: int) -> l
     """A page of the article's comments with their authors, newest first."""
     params = {"article_id": article_id, "limit": limit, "offset": offset}
     return list(conn.execute(SELECT_COMMENTS_OF_ARTICLE, params))
+
+
+def count_of(conn: Connection, article_id: int) -> int:
+    """The number of all the article's comments."""
+    return int(conn.execute(COUNT_COMMENTS_OF_ARTICLE, {"article_id": article_id}).scalar_one())
 
 
 def comment(conn: Connection, comment_id: int) -> Row[Any] | None:

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, url_for
 
 from service import idempotency, ratelimit
 from service.auth import current_user_id, viewer_id
 from service.comments import service
-from service.comments.schemas import CommentPage, MultipleCommentsResponse, NewCommentRequest, SingleCommentResponse
+from service.comments.schemas import (
+    MAX_OFFSET,
+    CommentPage,
+    MultipleCommentsResponse,
+    NewCommentRequest,
+    SingleCommentResponse,
+)
 from service.web import endpoint, no_content, respond
 
 bp = Blueprint("comments", __name__)
 TAG = "Comments"
+NEXT_LINK = {
+    "description": 'RFC 8288 link to the next page, `<...?limit=L&offset=O>; rel="next"` (a URL relative to '
+    "this one); absent on the last page.",
+    "schema": {"type": "string"},
+}
 
 
 @bp.get("/articles/<slug:slug>/comments")
@@ -21,10 +32,19 @@ TAG = "Comments"
     auth="optional",
     query=CommentPage,
     responses={200: MultipleCommentsResponse},
-    description="Newest first; `limit` (default 100) and `offset` page through long threads.",
+    description="Newest first, at most `limit` per page (default 100), where the RealWorld spec returns every "
+    "comment: `commentsCount` is the number of all the article's comments, and while there are more the "
+    '`Link` header holds the next page (`rel="next"`). Follow it until it is absent.',
+    response_headers={200: {"Link": NEXT_LINK}},
 )
 def list_comments(slug: str, query: CommentPage) -> Response:
-    return respond(service.list_for(slug, query, viewer_id()))
+    body, total = service.list_for(slug, query, viewer_id())
+    resp = respond(body)
+    following = query.offset + query.limit
+    if following < total and following <= MAX_OFFSET:
+        url = url_for("comments.list_comments", slug=slug, limit=query.limit, offset=following)
+        resp.headers["Link"] = f'<{url}>; rel="next"'
+    return resp
 
 
 @bp.post("/articles/<slug:slug>/comments")

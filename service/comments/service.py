@@ -45,16 +45,22 @@ def _article_id(conn: Connection, slug: str) -> int:
     return int(row.id)
 
 
-def list_for(slug: str, page: CommentPage, viewer: int | None) -> bytes:
-    """A page of the article's comments, newest first (encoded); NotFound for an unknown slug."""
+def list_for(slug: str, page: CommentPage, viewer: int | None) -> tuple[bytes, int]:
+    """(a page of the article's comments, newest first, encoded; the number of all of them).
+
+    NotFound for an unknown slug."""
 
     def load() -> bytes:
         with get_db().read() as conn:
-            rows = repo.comments_of(conn, _article_id(conn, slug), page.limit, page.offset)
-            return _shared(MultipleCommentsResponse(_comments(rows)), rows)
+            article_id = _article_id(conn, slug)
+            rows = repo.comments_of(conn, article_id, page.limit, page.offset)
+            total = repo.count_of(conn, article_id)
+        # The count leads the cache entry, so a page served from the cache still says if there is more.
+        return b"%d\n" % total + _shared(MultipleCommentsResponse(_comments(rows), total), rows)
 
     key = cache.comments_key(slug, page.limit, page.offset)
-    return personalize(cache.get_cache().fetch(key, load), viewer)
+    total, _, entry = cache.get_cache().fetch(key, load).partition(b"\n")
+    return personalize(entry, viewer), int(total)
 
 
 def add(author_id: int, slug: str, body: str, key: idempotency.Key | None = None) -> idempotency.Reply:

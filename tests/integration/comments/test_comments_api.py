@@ -23,7 +23,7 @@ def add(client: FlaskClient, slug: str, token: str | None, body: Any = "Nice!") 
 def comments(client: FlaskClient, slug: str, token: str | None = None, **params: Any) -> list[dict[str, Any]]:
     resp = client.get(f"/api/articles/{slug}/comments", query_string=params, headers=auth(token) if token else {})
     assert resp.status_code == 200, resp.get_data(as_text=True)
-    assert set(resp.json) == {"comments"}
+    assert set(resp.json) == {"comments", "commentsCount"}
     return list(resp.json["comments"])
 
 
