@@ -74,6 +74,9 @@ class BaseConfig:
     # from generation counters; this TTL only bounds staleness when an
     # invalidation could not reach Redis.
     CACHE_DEFAULT_TIMEOUT = 60
+    # Entries the in-process cache (SimpleCache) holds per worker before it
+    # evicts the ones closest to expiry (100-100000); Redis uses its maxmemory.
+    CACHE_THRESHOLD = 500
     # Seconds a generation counter lives after its last bump (must be far
     # longer than CACHE_DEFAULT_TIMEOUT).
     CACHE_GENERATION_TTL = 7 * 24 * 3600
@@ -190,6 +193,8 @@ ENV_OVERRIDES: dict[str, Callable[[str], Any]] = {
     "REDIS_URL": str,
     "CACHE_TYPE": str,
     "CACHE_DEFAULT_TIMEOUT": int,
+    "CACHE_GENERATION_TTL": int,
+    "CACHE_THRESHOLD": int,
     "CACHE_SOCKET_TIMEOUT": float,
     "CACHE_BREAKER_SECONDS": float,
     "CACHE_MAX_CONNECTIONS": int,

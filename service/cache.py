@@ -182,6 +182,7 @@ class SharedCache:
             "CACHE_TYPE": cfg["CACHE_TYPE"],
             "CACHE_DEFAULT_TIMEOUT": self.ttl,
             "CACHE_KEY_PREFIX": cfg["CACHE_KEY_PREFIX"],
+            "CACHE_THRESHOLD": int(cfg["CACHE_THRESHOLD"]),
             "CACHE_NO_NULL_WARNING": True,
         }
         if self.enabled:
