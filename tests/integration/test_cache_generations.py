@@ -1,0 +1,152 @@
+"""Generation counters never go backwards: not when one expires, is evicted or is
+lost, on the in-process cache and on Redis. A counter that restarted from 0 would
+climb back to a number an old entry is still stored under, and a read after an
+acknowledged write would get that old entry."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import cachelib.simple
+import pytest
+import redis
+from flask import Flask
+
+from service.cache import SharedCache, article_gen
+from tests.conftest import Api, auth, build_app
+
+
+class FakeClock:
+    """Stands in for the in-process cache's `time()`, so expiry takes no waiting and no luck."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def _cache(app: Flask) -> SharedCache:
+    cache: SharedCache = app.extensions["shared_cache"]
+    return cache
+
+
+def _update(api: Api, token: str, slug: str, body: str) -> None:
+    reply = api.client.put(f"/api/articles/{slug}", json={"article": {"body": body}}, headers=auth(token))
+    assert reply.status_code == 200, reply.get_data(as_text=True)
+
+
+def _body(api: Api, slug: str) -> str:
+    return str(api.client.get(f"/api/articles/{slug}").json["article"]["body"])  # type: ignore[index]
+
+
+def _article_entries_alive(app: Flask, clock: FakeClock) -> int:
+    """Cached article pages the in-process cache would still return at the fake clock's time."""
+    entries = _cache(app).backend._cache.items()  # SimpleCache keys carry no prefix
+    return sum(1 for key, (expires, _) in entries if key.startswith("a:") and expires > clock.now)
+
+
+def test_a_generation_that_expired_in_process_does_not_bring_back_an_old_article(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeClock()
+    monkeypatch.setattr(cachelib.simple, "time", clock)
+    app = build_app(f"sqlite:///{tmp_path}/expiry.db", CACHE_DEFAULT_TIMEOUT=2, CACHE_GENERATION_TTL=3)
+    api = Api(app.test_client())
+    token = api.register("author")
+    slug = api.create_article(token, "Ageing", body="v0")["slug"]
+    gen_key = "g:" + article_gen(slug)
+    outlived = 0  # updates made while the counter had expired and an entry stored under it had not
+
+    def update(body: str) -> None:
+        nonlocal outlived
+        if _cache(app).backend.get(gen_key) is None and _article_entries_alive(app, clock):
+            outlived += 1
+        _update(api, token, slug, body)
+
+    # Values live 2 s, counters 3 s (before the fix: 2 s too). Each read below fills the
+    # cache late in its counter's life, so the entry outlives the counter.
+    update("v1")
+    clock.advance(1.5)
+    assert _body(api, slug) == "v1"
+    clock.advance(1.0)
+    update("v2")
+    assert _body(api, slug) == "v2"
+    clock.advance(1.5)
+    assert _body(api, slug) == "v2"
+    clock.advance(1.0)
+    update("v3")
+    assert _body(api, slug) == "v3"
+    assert outlived >= 1, "the test never let a counter expire under a live entry"
+
+
+def test_a_generation_evicted_from_a_full_in_process_cache_does_not_bring_back_an_old_article(
+    tmp_path: Path,
+) -> None:
+    app = build_app(f"sqlite:///{tmp_path}/eviction.db", CACHE_THRESHOLD=20)
+    cache = _cache(app)
+    api = Api(app.test_client())
+    token = api.register("author")
+    slug = api.create_article(token, "Crowded", body="v0")["slug"]
+    gen_key = "g:" + article_gen(slug)
+    _update(api, token, slug, "v1")
+    for i in range(8):  # writes to other articles, while the page of this one is not cached
+        cache.bump([article_gen(f"other-{i}")])
+    assert _body(api, slug) == "v1"
+    for i in range(8, 500):  # more writes elsewhere, until the full cache evicts this article's counter
+        if cache.backend.get(gen_key) is None:
+            break
+        cache.bump([article_gen(f"other-{i}")])
+    assert cache.backend.get(gen_key) is None, "the cache never evicted the counter"
+    _update(api, token, slug, "v2")
+    assert _body(api, slug) == "v2"
+
+
+@pytest.fixture(params=["in-process", "redis"])
+def any_backend_app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Flask]:
+    """An app on the in-process cache (SQLite) or on Redis (PostgreSQL)."""
+    if request.param == "in-process":
+        yield build_app(f"sqlite:///{tmp_path}/lost.db")
+        return
+    redis_url = request.getfixturevalue("redis_url")
+    app = build_app(request.getfixturevalue("pg_url"), CACHE_TYPE="RedisCache", REDIS_URL=redis_url)
+    yield app
+    _cache(app).backend.clear()  # this app's prefix only
+
+
+def test_a_generation_lost_while_its_entries_live_does_not_bring_back_an_old_article(any_backend_app: Flask) -> None:
+    """Deleting the counter stands for Redis's maxmemory eviction (or any other loss)."""
+    app = any_backend_app
+    api = Api(app.test_client())
+    token = api.register(f"author{time.time_ns()}")
+    slug = api.create_article(token, "Forgotten", body="v0")["slug"]
+    _update(api, token, slug, "v1")
+    assert _body(api, slug) == "v1"  # cached under the counter's current value
+    assert _cache(app).backend.delete("g:" + article_gen(slug))
+    _update(api, token, slug, "v2")
+    assert _body(api, slug) == "v2"
+
+
+def test_a_generation_that_expired_in_redis_does_not_bring_back_an_old_article(redis_url: str, pg_url: str) -> None:
+    app = build_app(pg_url, CACHE_TYPE="RedisCache", REDIS_URL=redis_url)
+    api = Api(app.test_client())
+    token = api.register(f"author{time.time_ns()}")
+    slug = api.create_article(token, "Expiring", body="v0")["slug"]
+    _update(api, token, slug, "v1")
+    assert _body(api, slug) == "v1"
+    admin = redis.Redis.from_url(redis_url)
+    gen_key = app.config["CACHE_KEY_PREFIX"] + "g:" + article_gen(slug)
+    try:
+        assert admin.pexpire(gen_key, 1)
+        time.sleep(0.05)
+        assert admin.exists(gen_key) == 0
+        _update(api, token, slug, "v2")
+        assert _body(api, slug) == "v2"
+    finally:
+        _cache(app).backend.clear()
+        admin.close()
