@@ -150,3 +150,20 @@ def test_a_generation_that_expired_in_redis_does_not_bring_back_an_old_article(r
     finally:
         _cache(app).backend.clear()
         admin.close()
+
+
+def test_in_process_generations_keep_rising_when_the_wall_clock_steps_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = _cache(build_app(f"sqlite:///{tmp_path}/clock.db"))
+    cache.bump(["x"])
+    first = cache.generations(["x"])
+    assert first is not None and first[0] > 10**15  # microseconds, not a count from 0
+    real = time.time_ns()
+    monkeypatch.setattr(time, "time_ns", lambda: real - 3600 * 10**9)  # an hour back
+    assert cache.backend.delete("g:x")
+    again = cache.generations(["x"])
+    assert again is not None and again[0] > first[0]
+    cache.bump(["x"])
+    bumped = cache.generations(["x"])
+    assert bumped is not None and bumped[0] > again[0]
