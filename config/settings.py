@@ -75,10 +75,11 @@ class BaseConfig:
     # invalidation could not reach Redis.
     CACHE_DEFAULT_TIMEOUT = 60
     # Entries the in-process cache (SimpleCache) holds per worker before it
-    # evicts the ones closest to expiry (100-100000); Redis uses its maxmemory.
+    # evicts the ones closest to expiry (100-100000), and as many generation
+    # counters, kept apart (service/cache.py). Redis uses its maxmemory.
     CACHE_THRESHOLD = 500
-    # Seconds a generation counter lives after its last bump (longer than
-    # CACHE_DEFAULT_TIMEOUT, refused otherwise; see _check_cache).
+    # Seconds a generation counter lives in Redis after its last bump (longer
+    # than CACHE_DEFAULT_TIMEOUT, refused otherwise; see _check_cache).
     CACHE_GENERATION_TTL = 7 * 24 * 3600
     # Seconds one Redis call may take before it counts as failed (0.02-1).
     CACHE_SOCKET_TIMEOUT = 0.1

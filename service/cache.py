@@ -20,14 +20,16 @@ cache again; a background greenlet sends them the moment Redis answers. The
 epoch is a generation like the others (see below), so an empty restart never
 reuses a number.
 
-Generations never go backwards. They live in the same store as the entries,
-so they can expire, be evicted (SimpleCache's threshold, Redis's maxmemory) or
-vanish with an emptied Redis; a counter that restarted from 0 would climb back
-to a number an old entry is still stored under and serve it after a write. So
-no generation is a count from 0: every value it takes comes from a clock that
-is past every value it could have held before (`_next_generation` in-process,
-LOOKUP_SCRIPT and BUMP_SCRIPT on Redis). Losing a generation then only ever
-orphans the entries stored under it.
+Generations never go backwards. They can be lost: on Redis they expire, can be
+evicted (maxmemory) or vanish with an emptied Redis; in-process they sit in a
+dict bounded by CACHE_THRESHOLD, apart from the entries (SimpleCache evicts
+what expires first, so long-lived counters among the entries would crowd them
+out). A counter that restarted from 0 would climb back to a number an old
+entry is still stored under and serve it after a write. So no generation is a
+count from 0: every value it takes comes from a clock that is past every value
+it could have held before (`_next_generation` in-process, LOOKUP_SCRIPT and
+BUMP_SCRIPT on Redis). Losing a generation then only ever orphans the entries
+stored under it.
 
 What this leaves uncovered: a worker or replica that saw no failure can read
 an old entry from the moment Redis answers until a failed worker's retry lands
@@ -226,7 +228,13 @@ class SharedCache:
         # of readers holding every connection cannot make a write skip its bump.
         self._bumper = _redis_client(cfg, 8, 2.0) if client is not None else None
         self._bump = self._bumper.register_script(BUMP_SCRIPT) if self._bumper is not None else None
-        self._last_generation = 0  # in-process only: the last value _next_generation gave out
+        # In-process generations (name -> value, least recently set first), kept
+        # apart from the entries: SimpleCache evicts what expires first, so
+        # long-lived counters in it would crowd out every entry. At most
+        # CACHE_THRESHOLD of them; dropping one is safe (see _next_generation).
+        self._local_gens: dict[str, int] = {}
+        self._local_gens_max = max(int(cfg["CACHE_THRESHOLD"]), 1)
+        self._last_generation = 0  # the last value _next_generation gave out
         self._open_until = 0.0
         self._inflight: dict[str, AsyncResult] = {}
         self._pending: set[str] = set()
@@ -263,34 +271,37 @@ class SharedCache:
         self._retry_in_background()
 
     def _next_generation(self) -> int:
-        """The next generation value of the in-process store: microseconds, strictly increasing.
+        """The next in-process generation value: microseconds, strictly increasing in this process.
 
-        Every generation value in that store comes from here, and the store dies
-        with the process, so a generation that expired or was evicted starts
-        again above every value it held: it never goes backwards (module doc).
+        Every in-process generation value comes from here, and the entries die
+        with the process, so a generation that was dropped starts again above
+        every value it held: it never goes backwards (module doc).
         """
         self._last_generation = max(time.time_ns() // 1000, self._last_generation + 1)
         return self._last_generation
 
-    def generations(self, names: list[str]) -> list[int] | None:
-        """Current generation of each name (a missing one starts now); None when the cache is unavailable.
+    def _set_local_generation(self, name: str) -> int:
+        """Give in-process generation `name` a new value; drop the least recently set beyond the bound."""
+        gens = self._local_gens
+        gens.pop(name, None)
+        value = gens[name] = self._next_generation()
+        while len(gens) > self._local_gens_max:
+            del gens[next(iter(gens))]
+        return value
 
-        The in-process path; Redis does the same in LOOKUP_SCRIPT.
-        """
+    def generations(self, names: list[str]) -> list[int] | None:
+        """Current generation of each name (a missing one starts now); None when the cache is unavailable."""
         if not self.available():
             return None
-        keys = ["g:" + n for n in names]
-        gens: list[int] = []
-        try:
-            for key, gen in zip(keys, self.backend.get_many(*keys), strict=True):
-                if gen is None:
-                    gen = self._next_generation()
-                    self.backend.set(key, gen, timeout=self.gen_ttl)
-                gens.append(int(gen))
+        if self._lookup is None:
+            return [self._local_gens.get(name) or self._set_local_generation(name) for name in names]
+        prefix = self.backend._get_prefix()
+        try:  # the read path's script, so missing generations start the same way
+            reply = self._lookup(keys=[prefix + "g:" + n for n in names], args=[prefix + "generations", self.gen_ttl])
         except Exception as exc:
             self._failed("read", exc)
             return None
-        return gens
+        return [int(g) for g in reply[0].decode().rsplit(":", 1)[1].split(".")]
 
     def _find(self, base: str, names: list[str]) -> tuple[str, bytes | None] | None:
         """(versioned key, its value or None); None when the cache is unavailable."""
@@ -367,7 +378,7 @@ class SharedCache:
         failures = self._failures
         if self._bump is None:  # in-process backend
             for name in names:
-                self.backend.set("g:" + name, self._next_generation(), timeout=self.gen_ttl)
+                self._set_local_generation(name)
         else:
             prefix = self.backend._get_prefix()
             self._bump(keys=[prefix + "g:" + name for name in names], args=[self.gen_ttl])

@@ -1,7 +1,11 @@
 """Generation counters never go backwards: not when one expires, is evicted or is
 lost, on the in-process cache and on Redis. A counter that restarted from 0 would
 climb back to a number an old entry is still stored under, and a read after an
-acknowledged write would get that old entry."""
+acknowledged write would get that old entry.
+
+In-process, generations used to live among the entries with their TTL; they now
+live in their own bounded dict and do not expire. The tests reach them through
+`_has_generation` and `_lose_generation`."""
 
 from __future__ import annotations
 
@@ -45,47 +49,53 @@ def _body(api: Api, slug: str) -> str:
     return str(api.client.get(f"/api/articles/{slug}").json["article"]["body"])  # type: ignore[index]
 
 
-def _article_entries_alive(app: Flask, clock: FakeClock) -> int:
-    """Cached article pages the in-process cache would still return at the fake clock's time."""
-    entries = _cache(app).backend._cache.items()  # SimpleCache keys carry no prefix
-    return sum(1 for key, (expires, _) in entries if key.startswith("a:") and expires > clock.now)
+def _has_generation(app: Flask, name: str) -> bool:
+    cache = _cache(app)
+    if cache._bump is None:  # in-process
+        return name in cache._local_gens
+    return cache.backend.get("g:" + name) is not None
+
+
+def _lose_generation(app: Flask, name: str) -> None:
+    """What an eviction does (Redis's maxmemory, the in-process bound) or any other loss."""
+    cache = _cache(app)
+    if cache._bump is None:
+        del cache._local_gens[name]
+    else:
+        assert cache.backend.delete("g:" + name)
+
+
+def _cached_article_pages(app: Flask) -> int:
+    """Article pages the in-process cache holds (SimpleCache keys carry no prefix)."""
+    return sum(1 for key in _cache(app).backend._cache if key.startswith("a:"))
 
 
 def test_a_generation_that_expired_in_process_does_not_bring_back_an_old_article(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Before the fix an in-process counter expired with the entries' TTL and restarted from 0."""
     clock = FakeClock()
     monkeypatch.setattr(cachelib.simple, "time", clock)
-    app = build_app(f"sqlite:///{tmp_path}/expiry.db", CACHE_DEFAULT_TIMEOUT=2, CACHE_GENERATION_TTL=3)
+    app = build_app(f"sqlite:///{tmp_path}/expiry.db", CACHE_DEFAULT_TIMEOUT=2)
     api = Api(app.test_client())
     token = api.register("author")
     slug = api.create_article(token, "Ageing", body="v0")["slug"]
-    gen_key = "g:" + article_gen(slug)
-    outlived = 0  # updates made while the counter had expired and an entry stored under it had not
-
-    def update(body: str) -> None:
-        nonlocal outlived
-        if _cache(app).backend.get(gen_key) is None and _article_entries_alive(app, clock):
-            outlived += 1
-        _update(api, token, slug, body)
-
-    # Values live 2 s, counters 3 s (before the fix: 2 s too). Each read below fills the
-    # cache late in its counter's life, so the entry outlives the counter.
-    update("v1")
+    # Entries live 2 s. Each first read after a write fills the cache late in the
+    # life the counter had before the fix, so the entry outlived that counter.
+    _update(api, token, slug, "v1")
     clock.advance(1.5)
     assert _body(api, slug) == "v1"
     clock.advance(1.0)
-    update("v2")
+    _update(api, token, slug, "v2")
     assert _body(api, slug) == "v2"
     clock.advance(1.5)
     assert _body(api, slug) == "v2"
     clock.advance(1.0)
-    update("v3")
+    _update(api, token, slug, "v3")
     assert _body(api, slug) == "v3"
-    assert outlived >= 1, "the test never let a counter expire under a live entry"
 
 
-def test_a_generation_evicted_from_a_full_in_process_cache_does_not_bring_back_an_old_article(
+def test_a_generation_evicted_in_process_does_not_bring_back_an_old_article(
     tmp_path: Path,
 ) -> None:
     app = build_app(f"sqlite:///{tmp_path}/eviction.db", CACHE_THRESHOLD=20)
@@ -93,16 +103,17 @@ def test_a_generation_evicted_from_a_full_in_process_cache_does_not_bring_back_a
     api = Api(app.test_client())
     token = api.register("author")
     slug = api.create_article(token, "Crowded", body="v0")["slug"]
-    gen_key = "g:" + article_gen(slug)
+    name = article_gen(slug)
     _update(api, token, slug, "v1")
     for i in range(8):  # writes to other articles, while the page of this one is not cached
         cache.bump([article_gen(f"other-{i}")])
     assert _body(api, slug) == "v1"
-    for i in range(8, 500):  # more writes elsewhere, until the full cache evicts this article's counter
-        if cache.backend.get(gen_key) is None:
+    for i in range(8, 500):  # more writes elsewhere, until the bound drops this article's counter
+        if not _has_generation(app, name):
             break
         cache.bump([article_gen(f"other-{i}")])
-    assert cache.backend.get(gen_key) is None, "the cache never evicted the counter"
+    assert not _has_generation(app, name), "the counter was never evicted"
+    assert _cached_article_pages(app) == 1  # while the page stored under it is still cached
     _update(api, token, slug, "v2")
     assert _body(api, slug) == "v2"
 
@@ -120,14 +131,13 @@ def any_backend_app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[
 
 
 def test_a_generation_lost_while_its_entries_live_does_not_bring_back_an_old_article(any_backend_app: Flask) -> None:
-    """Deleting the counter stands for Redis's maxmemory eviction (or any other loss)."""
     app = any_backend_app
     api = Api(app.test_client())
     token = api.register(f"author{time.time_ns()}")
     slug = api.create_article(token, "Forgotten", body="v0")["slug"]
     _update(api, token, slug, "v1")
     assert _body(api, slug) == "v1"  # cached under the counter's current value
-    assert _cache(app).backend.delete("g:" + article_gen(slug))
+    _lose_generation(app, article_gen(slug))
     _update(api, token, slug, "v2")
     assert _body(api, slug) == "v2"
 
@@ -155,13 +165,14 @@ def test_a_generation_that_expired_in_redis_does_not_bring_back_an_old_article(r
 def test_in_process_generations_keep_rising_when_the_wall_clock_steps_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cache = _cache(build_app(f"sqlite:///{tmp_path}/clock.db"))
+    app = build_app(f"sqlite:///{tmp_path}/clock.db")
+    cache = _cache(app)
     cache.bump(["x"])
     first = cache.generations(["x"])
     assert first is not None and first[0] > 10**15  # microseconds, not a count from 0
     real = time.time_ns()
     monkeypatch.setattr(time, "time_ns", lambda: real - 3600 * 10**9)  # an hour back
-    assert cache.backend.delete("g:x")
+    _lose_generation(app, "x")
     again = cache.generations(["x"])
     assert again is not None and again[0] > first[0]
     cache.bump(["x"])
