@@ -264,12 +264,13 @@ def _check_cache(settings: dict[str, Any]) -> None:
     because every value comes from a clock that only one party writes: the
     worker's own for SimpleCache (a per-process store), Redis's for RedisCache.
     Any other backend (a file or memcached store shared by several processes)
-    has no such clock, so it is refused. Entries must expire (the TTL is the
-    last bound on what the epoch does not cover), and a generation must outlive
-    the entries stored at its start: one that lives shorter restarts (from the
-    clock, so still safe) while its entries are fresh, which turns every expiry
-    into misses, and a TTL of 0 or less makes Redis refuse every bump (`SET ...
-    EX 0`), so no invalidation would ever land.
+    has no such clock, so it is refused.
+
+    Entries must expire (the TTL is the last bound on what the epoch does not
+    cover). A Redis generation must outlive the entries stored at its start: one
+    that expires sooner restarts (from the clock, so still safe) while its
+    entries are fresh, turning expiries into misses; and a TTL of 0 or less
+    makes Redis refuse every bump (`SET ... EX 0`), so no invalidation would land.
     """
     kind = settings["CACHE_TYPE"]
     if kind not in ("SimpleCache", "RedisCache", "NullCache"):
