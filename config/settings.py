@@ -74,8 +74,12 @@ class BaseConfig:
     # from generation counters; this TTL only bounds staleness when an
     # invalidation could not reach Redis.
     CACHE_DEFAULT_TIMEOUT = 60
-    # Seconds a generation counter lives after its last bump (must be far
-    # longer than CACHE_DEFAULT_TIMEOUT).
+    # Entries the in-process cache (SimpleCache) holds per worker before it
+    # evicts the ones closest to expiry (100-100000), and as many generation
+    # counters, kept apart (service/cache.py). Redis uses its maxmemory.
+    CACHE_THRESHOLD = 500
+    # Seconds a generation counter lives in Redis after its last bump (longer
+    # than CACHE_DEFAULT_TIMEOUT, refused otherwise; see _check_cache).
     CACHE_GENERATION_TTL = 7 * 24 * 3600
     # Seconds one Redis call may take before it counts as failed (0.02-1).
     CACHE_SOCKET_TIMEOUT = 0.1
@@ -205,6 +209,8 @@ ENV_OVERRIDES: dict[str, Callable[[str], Any]] = {
     "REDIS_URL": str,
     "CACHE_TYPE": str,
     "CACHE_DEFAULT_TIMEOUT": int,
+    "CACHE_GENERATION_TTL": int,
+    "CACHE_THRESHOLD": int,
     "CACHE_SOCKET_TIMEOUT": float,
     "CACHE_BREAKER_SECONDS": float,
     "CACHE_MAX_CONNECTIONS": int,
@@ -263,7 +269,34 @@ def _check(settings: dict[str, Any]) -> None:
             "production needs SECRET_KEY: a random string of at least 32 characters, "
             "for example the output of `python -c 'import secrets; print(secrets.token_urlsafe(48))'`"
         )
-    if settings["CACHE_TYPE"] not in ("SimpleCache", "RedisCache", "NullCache"):
+    _check_cache(settings)
+
+
+def _check_cache(settings: dict[str, Any]) -> None:
+    """Refuse cache settings under which a generation counter could go backwards or be lost routinely.
+
+    The rule (service/cache.py, module doc): a generation never takes a value it
+    held before, so an old entry is never current again after a write. It holds
+    because every value comes from a clock that only one party writes: the
+    worker's own for SimpleCache (a per-process store), Redis's for RedisCache.
+    Any other backend (a file or memcached store shared by several processes)
+    has no such clock, so it is refused.
+
+    Entries must expire (the TTL is the last bound on what the epoch does not
+    cover). A Redis generation must outlive the entries stored at its start: one
+    that expires sooner restarts (from the clock, so still safe) while its
+    entries are fresh, turning expiries into misses; and a TTL of 0 or less
+    makes Redis refuse every bump (`SET ... EX 0`), so no invalidation would land.
+    """
+    kind = settings["CACHE_TYPE"]
+    if kind not in ("SimpleCache", "RedisCache", "NullCache"):
         raise ConfigError("CACHE_TYPE must be SimpleCache, RedisCache or NullCache")
-    if settings["CACHE_TYPE"] == "RedisCache" and not settings["REDIS_URL"]:
+    if kind == "RedisCache" and not settings["REDIS_URL"]:
         raise ConfigError("CACHE_TYPE=RedisCache needs REDIS_URL")
+    ttl, gen_ttl = settings["CACHE_DEFAULT_TIMEOUT"], settings["CACHE_GENERATION_TTL"]
+    if not (isinstance(ttl, int) and isinstance(gen_ttl, int) and 0 < ttl < gen_ttl):
+        raise ConfigError(
+            f"CACHE_GENERATION_TTL ({gen_ttl!r}) must be a whole number of seconds longer than "
+            f"CACHE_DEFAULT_TIMEOUT ({ttl!r}), which must be at least 1: cached entries expire, "
+            "and generation counters outlive them (default 604800, 7 days)"
+        )

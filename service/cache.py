@@ -17,12 +17,26 @@ entries survive, and another worker whose breaker closes first would serve
 them. So every key also carries a global epoch, and a worker that saw any
 Redis failure bumps the epoch, with its pending bumps, before it uses the
 cache again; a background greenlet sends them the moment Redis answers. The
-epoch is a microsecond timestamp from Redis's clock (set when missing), so an
-empty restart never reuses a number. What this leaves uncovered: a worker or
-replica that saw no failure can read an old entry from the moment Redis
-answers until a failed worker's retry lands (one FLUSH_RETRY_SECONDS), or
-until the TTL if every worker that saw the failure died first; and a Redis
-restored from an old snapshot (run the cache with `save ""`).
+epoch is a generation like the others (see below), so an empty restart never
+reuses a number.
+
+Generations never go backwards. They can be lost: on Redis they expire, can be
+evicted (maxmemory) or vanish with an emptied Redis; in-process they sit in a
+dict bounded by CACHE_THRESHOLD, apart from the entries (SimpleCache evicts
+what expires first, so long-lived counters among the entries would crowd them
+out). A counter that restarted from 0 would climb back to a number an old
+entry is still stored under and serve it after a write. So no generation is a
+count from 0: every value it takes comes from a clock that is past every value
+it could have held before (`_next_generation` in-process, LOOKUP_SCRIPT and
+BUMP_SCRIPT on Redis). Losing a generation then only ever orphans the entries
+stored under it.
+
+What this leaves uncovered: a worker or replica that saw no failure can read
+an old entry from the moment Redis answers until a failed worker's retry lands
+(one FLUSH_RETRY_SECONDS), or until the TTL if every worker that saw the
+failure died first; a Redis restored from an old snapshot (run the cache with
+`save ""`); and a generation lost while Redis's clock stepped back by more
+than the time since its last bump.
 """
 
 from __future__ import annotations
@@ -103,7 +117,7 @@ def tags_key() -> tuple[str, list[str]]:
 
 
 class BytesSerializer(BaseSerializer):
-    """Bytes as they are (marked '='), ints as ASCII so Redis INCR works. No pickle."""
+    """Bytes as they are (marked '='), ints as ASCII (as the Lua scripts read and write them). No pickle."""
 
     def dumps(self, value: Any, protocol: int = 0) -> bytes:
         if type(value) is int:
@@ -120,32 +134,47 @@ class BytesSerializer(BaseSerializer):
         return int(value)
 
 
-# One round trip for a read: resolve the generations, build the versioned key
-# and GET it server-side. Redis runs scripts atomically; the script touches a
-# key it computes, which is fine on a single Redis (not on Redis Cluster).
-# KEYS[1] is the epoch: a missing one (new or emptied Redis, or expired after
-# ARGV[2] seconds) starts at Redis's clock in microseconds, above any epoch
-# used before, so losing it only ever invalidates everything.
+# Generations on Redis come from Redis's clock in microseconds (one clock for
+# every worker and replica). A missing generation starts at the clock; a bump
+# moves it to the clock, or one up if it is ahead. Scripts run one at a time
+# and each takes longer than a microsecond, so a value is not ahead of the
+# clock once written, and a generation that is lost and started again lands
+# above every value it held (the rule in the module doc). The numbers stay
+# below 2^53, exact in Lua.
+
+# One round trip for a read: resolve the generations, start the missing ones,
+# build the versioned key and GET it server-side. Redis runs scripts
+# atomically; the script touches a key it computes, which is fine on a single
+# Redis (not on Redis Cluster). KEYS are the generations, epoch first; ARGV[1]
+# is the key's base, ARGV[2] the generations' TTL.
 LOOKUP_SCRIPT = """
 local gens = redis.call('MGET', unpack(KEYS))
-if not gens[1] then
-  local t = redis.call('TIME')
-  gens[1] = string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2]))
-  redis.call('SET', KEYS[1], gens[1], 'EX', ARGV[2])
+local now = nil
+for i = 1, #gens do
+  if not gens[i] then
+    if not now then
+      local t = redis.call('TIME')
+      now = string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2]))
+    end
+    gens[i] = now
+    redis.call('SET', KEYS[i], now, 'EX', ARGV[2])
+  end
 end
-for i = 2, #gens do if not gens[i] then gens[i] = '0' end end
 local key = ARGV[1] .. ':' .. table.concat(gens, '.')
 return {key, redis.call('GET', key)}
 """
 
-# The epoch moves to Redis's clock in microseconds, or one up if it is ahead.
-BUMP_EPOCH_SCRIPT = """
+# Every generation in KEYS moves to Redis's clock, or one up if it is ahead.
+BUMP_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-if current >= now then now = current + 1 end
-redis.call('SET', KEYS[1], string.format('%d', now), 'EX', ARGV[1])
-return 1
+for i = 1, #KEYS do
+  local value = now
+  local current = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if current >= value then value = current + 1 end
+  redis.call('SET', KEYS[i], string.format('%d', value), 'EX', ARGV[1])
+end
+return #KEYS
 """
 
 
@@ -183,6 +212,7 @@ class SharedCache:
             "CACHE_TYPE": cfg["CACHE_TYPE"],
             "CACHE_DEFAULT_TIMEOUT": self.ttl,
             "CACHE_KEY_PREFIX": cfg["CACHE_KEY_PREFIX"],
+            "CACHE_THRESHOLD": int(cfg["CACHE_THRESHOLD"]),
             "CACHE_NO_NULL_WARNING": True,
         }
         if self.enabled:
@@ -198,7 +228,14 @@ class SharedCache:
         # Invalidations get their own small pool with a longer wait, so a burst
         # of readers holding every connection cannot make a write skip its bump.
         self._bumper = _redis_client(cfg, 8, 2.0) if client is not None else None
-        self._bump_epoch = self._bumper.register_script(BUMP_EPOCH_SCRIPT) if self._bumper is not None else None
+        self._bump = self._bumper.register_script(BUMP_SCRIPT) if self._bumper is not None else None
+        # In-process generations (name -> value, least recently set first), kept
+        # apart from the entries: SimpleCache evicts what expires first, so
+        # long-lived counters in it would crowd out every entry. At most
+        # CACHE_THRESHOLD of them; dropping one is safe (see _next_generation).
+        self._local_gens: dict[str, int] = {}
+        self._local_gens_max = max(int(cfg["CACHE_THRESHOLD"]), 1)
+        self._last_generation = 0  # the last value _next_generation gave out
         self._open_until = 0.0
         self._inflight: dict[str, AsyncResult] = {}
         self._pending: set[str] = set()
@@ -234,15 +271,38 @@ class SharedCache:
         self._pending.add(EPOCH)
         self._retry_in_background()
 
+    def _next_generation(self) -> int:
+        """The next in-process generation value: microseconds, strictly increasing in this process.
+
+        Every in-process generation value comes from here, and the entries die
+        with the process, so a generation that was dropped starts again above
+        every value it held: it never goes backwards (module doc).
+        """
+        self._last_generation = max(time.time_ns() // 1000, self._last_generation + 1)
+        return self._last_generation
+
+    def _set_local_generation(self, name: str) -> int:
+        """Give in-process generation `name` a new value; drop the least recently set beyond the bound."""
+        gens = self._local_gens
+        gens.pop(name, None)
+        value = gens[name] = self._next_generation()
+        while len(gens) > self._local_gens_max:
+            del gens[next(iter(gens))]
+        return value
+
     def generations(self, names: list[str]) -> list[int] | None:
-        """Current generation of each name (0 when never bumped); None when the cache is unavailable."""
+        """Current generation of each name (a missing one starts now); None when the cache is unavailable."""
         if not self.available():
             return None
-        try:
-            return [g or 0 for g in self.backend.get_many(*("g:" + n for n in names))]
+        if self._lookup is None:
+            return [self._local_gens.get(name) or self._set_local_generation(name) for name in names]
+        prefix = self.backend._get_prefix()
+        try:  # the read path's script, so missing generations start the same way
+            reply = self._lookup(keys=[prefix + "g:" + n for n in names], args=[prefix + "generations", self.gen_ttl])
         except Exception as exc:
             self._failed("read", exc)
             return None
+        return [int(g) for g in reply[0].decode().rsplit(":", 1)[1].split(".")]
 
     def _find(self, base: str, names: list[str]) -> tuple[str, bytes | None] | None:
         """(versioned key, its value or None); None when the cache is unavailable."""
@@ -317,20 +377,12 @@ class SharedCache:
     def _send(self, names: list[str]) -> None:
         """Bump `names` in one round trip and take them off the pending set; raises on failure."""
         failures = self._failures
-        client = self._bumper
-        if client is None:  # in-process backend
+        if self._bump is None:  # in-process backend
             for name in names:
-                self.backend.inc("g:" + name)
+                self._set_local_generation(name)
         else:
             prefix = self.backend._get_prefix()
-            pipe = client.pipeline(transaction=False)
-            for name in names:
-                if name == EPOCH and self._bump_epoch is not None:
-                    self._bump_epoch(keys=[prefix + "g:" + EPOCH], args=[self.gen_ttl], client=pipe)
-                    continue
-                pipe.incr(prefix + "g:" + name)
-                pipe.expire(prefix + "g:" + name, self.gen_ttl)
-            pipe.execute()
+            self._bump(keys=[prefix + "g:" + name for name in names], args=[self.gen_ttl])
         self._pending.difference_update(names)
         if self._failures != failures:  # Redis failed meanwhile: this epoch may predate a loss
             self._pending.add(EPOCH)

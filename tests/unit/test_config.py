@@ -90,3 +90,31 @@ def test_an_explicit_cache_type_wins_over_redis_url() -> None:
 def test_heroku_style_postgres_urls_are_normalised() -> None:
     settings = config.load({"APP_ENV": "testing", "DATABASE_URL": "postgres://u@db:5432/conduit"})
     assert settings["DATABASE_URL"] == "postgresql://u@db:5432/conduit"
+
+
+@pytest.mark.parametrize(
+    ("ttl", "gen_ttl"),
+    [("60", "60"), ("60", "30"), ("0", "604800"), ("-1", "604800"), ("60", "0")],
+)
+def test_generation_counters_that_would_not_outlive_cached_entries_are_refused(ttl: str, gen_ttl: str) -> None:
+    env = {"APP_ENV": "testing", "CACHE_DEFAULT_TIMEOUT": ttl, "CACHE_GENERATION_TTL": gen_ttl}
+    with pytest.raises(config.ConfigError, match="CACHE_GENERATION_TTL"):
+        config.load(env)
+
+
+def test_create_app_refuses_a_generation_ttl_not_longer_than_the_value_ttl() -> None:
+    from service import create_app
+
+    with pytest.raises(config.ConfigError, match=r"CACHE_GENERATION_TTL \(60\) must be .* longer than"):
+        create_app({"CACHE_DEFAULT_TIMEOUT": 60, "CACHE_GENERATION_TTL": 60}, env={"APP_ENV": "testing"})
+
+
+def test_cache_backends_without_a_generation_clock_are_refused() -> None:
+    with pytest.raises(config.ConfigError, match="CACHE_TYPE"):
+        config.load({"APP_ENV": "testing", "CACHE_TYPE": "FileSystemCache"})
+
+
+def test_a_longer_generation_ttl_from_the_environment_is_accepted() -> None:
+    settings = config.load({"APP_ENV": "testing", "CACHE_GENERATION_TTL": "120"})
+    assert settings["CACHE_GENERATION_TTL"] == 120 > settings["CACHE_DEFAULT_TIMEOUT"]
+    assert config.load({})["CACHE_GENERATION_TTL"] > config.load({})["CACHE_DEFAULT_TIMEOUT"]

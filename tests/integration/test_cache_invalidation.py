@@ -1,0 +1,140 @@
+"""Every cached place shows a write on the next read: the feed after a follow or an
+unfollow, and lists, articles, comments, feeds and profiles after an author renames
+themselves or changes their bio or image.
+
+Each test fills the cache first (the same reads twice, the second a hit), then
+writes, then reads again. They run on the in-process cache (SQLite, PostgreSQL) and
+on Redis (PostgreSQL).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from tests.conftest import Api, _reset, auth, build_app
+
+
+@pytest.fixture(scope="module")
+def redis_app(pg_url: str, redis_url: str) -> Iterator[Flask]:
+    app = build_app(pg_url, CACHE_TYPE="RedisCache", REDIS_URL=redis_url)
+    yield app
+    app.extensions["shared_cache"].backend.clear()  # this app's prefix only
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "postgresql+redis"])
+def app(request: pytest.FixtureRequest, tmp_path: Any) -> Flask:
+    """The conftest backends, plus PostgreSQL with the Redis cache; empty tables and cache."""
+    if request.param == "sqlite":
+        application = build_app(f"sqlite:///{tmp_path}/test.db")
+    elif request.param == "postgresql":
+        application = request.getfixturevalue("pg_app")
+    else:
+        application = request.getfixturevalue("redis_app")
+    _reset(application)
+    return application
+
+
+def _hits(app: Flask) -> int:
+    return int(app.extensions["shared_cache"].stats["hits"])
+
+
+def _get(api: Api, path: str, token: str | None = None) -> Any:
+    reply = api.client.get(path, headers=auth(token) if token else {})
+    assert reply.status_code == 200, (path, reply.get_data(as_text=True))
+    return reply.json
+
+
+def _feed_authors(api: Api, token: str) -> list[str]:
+    return [a["author"]["username"] for a in _get(api, "/api/articles/feed", token)["articles"]]
+
+
+def test_the_cached_feed_shows_an_author_after_a_follow_and_stops_after_an_unfollow(app: Flask, api: Api) -> None:
+    reader = api.register("reader")
+    writer = api.register("writer")
+    api.create_article(writer, "First")
+    api.create_article(writer, "Second")
+
+    assert _feed_authors(api, reader) == []
+    hits = _hits(app)
+    assert _feed_authors(api, reader) == []
+    assert _hits(app) > hits  # the empty feed is cached
+
+    assert api.client.post("/api/profiles/writer/follow", headers=auth(reader)).status_code == 200
+    assert _feed_authors(api, reader) == ["writer", "writer"]
+    assert _feed_authors(api, reader) == ["writer", "writer"]  # and cached again
+
+    assert api.client.delete("/api/profiles/writer/follow", headers=auth(reader)).status_code == 200
+    assert _feed_authors(api, reader) == []
+    feed = _get(api, "/api/articles/feed", reader)
+    assert feed == {"articles": [], "articlesCount": 0}
+
+
+def test_a_follow_changes_only_the_followers_cached_feed(app: Flask, api: Api) -> None:
+    reader = api.register("reader")
+    bystander = api.register("bystander")
+    writer = api.register("writer")
+    other = api.register("other")
+    api.create_article(writer, "By writer")
+    api.create_article(other, "By other")
+    api.client.post("/api/profiles/other/follow", headers=auth(bystander))
+    assert _feed_authors(api, bystander) == ["other"]
+    assert _feed_authors(api, reader) == []
+
+    api.client.post("/api/profiles/writer/follow", headers=auth(reader))
+    assert _feed_authors(api, reader) == ["writer"]
+    assert _feed_authors(api, bystander) == ["other"]
+
+
+CHANGES = {
+    "username": {"username": "renamed"},
+    "bio": {"bio": "A new bio"},
+    "image": {"image": "https://example.com/new.png"},
+}
+
+
+@pytest.mark.parametrize("field", list(CHANGES))
+def test_every_cached_place_that_shows_an_author_shows_their_profile_change(app: Flask, api: Api, field: str) -> None:
+    author = api.register("author")
+    follower = api.register("follower")
+    api.client.put(
+        "/api/user", json={"user": {"bio": "Old bio", "image": "https://example.com/old.png"}}, headers=auth(author)
+    )
+    slug = api.create_article(author, "Signed", tags=["t"])["slug"]
+    reply = api.client.post(f"/api/articles/{slug}/comments", json={"comment": {"body": "Me"}}, headers=auth(author))
+    assert reply.status_code == 200
+    api.client.post("/api/profiles/author/follow", headers=auth(follower))
+
+    def authors(name: str) -> dict[str, dict[str, Any]]:
+        """The author as every cached read shows them, anonymous and as the follower."""
+        shown = {
+            "list": _get(api, "/api/articles")["articles"][0]["author"],
+            "list by author": _get(api, f"/api/articles?author={name}")["articles"][0]["author"],
+            "list by tag": _get(api, "/api/articles?tag=t")["articles"][0]["author"],
+            "article": _get(api, f"/api/articles/{slug}")["article"]["author"],
+            "comments": _get(api, f"/api/articles/{slug}/comments")["comments"][0]["author"],
+            "profile": _get(api, f"/api/profiles/{name}")["profile"],
+            "feed": _get(api, "/api/articles/feed", follower)["articles"][0]["author"],
+            "article as follower": _get(api, f"/api/articles/{slug}", follower)["article"]["author"],
+        }
+        return {place: {k: v for k, v in who.items() if k != "following"} for place, who in shown.items()}
+
+    before = {"username": "author", "bio": "Old bio", "image": "https://example.com/old.png"}
+    shown = authors("author")  # fills the cache
+    assert shown == dict.fromkeys(shown, before)
+    hits = _hits(app)
+    assert authors("author") == shown
+    assert _hits(app) >= hits + len(shown)  # every place came from the cache
+
+    reply = api.client.put("/api/user", json={"user": CHANGES[field]}, headers=auth(author))
+    assert reply.status_code == 200, reply.get_data(as_text=True)
+
+    after = {**before, **CHANGES[field]}
+    shown = authors(after["username"])
+    assert shown == dict.fromkeys(shown, after)
+    if field == "username":
+        assert api.client.get("/api/profiles/author").status_code == 404
+        assert _get(api, "/api/articles?author=author") == {"articles": [], "articlesCount": 0}
