@@ -15,6 +15,7 @@ from typing import Any, Literal, TypeVar, cast
 
 import msgspec
 from flask import Response, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from service import auth as authn
 from service.errors import Invalid, NotFound, UnsupportedMediaType
@@ -85,6 +86,8 @@ def parse_body(kind: type[Any]) -> Any:
     if decoder is None:
         decoder = _decoders[kind] = msgspec.json.Decoder(kind)
     data = request.get_data(cache=False)
+    if _past_the_limit(len(data)):
+        raise RequestEntityTooLarge()
     if not data:
         raise Invalid("request body is empty; expected a JSON object")
     # A form or text/plain body is what a cross-site HTML form can send without a CORS preflight.
@@ -100,6 +103,16 @@ def parse_body(kind: type[Any]) -> Any:
         raise Invalid("malformed JSON: nested too deeply") from exc
     except UnicodeDecodeError as exc:
         raise Invalid("malformed JSON: invalid UTF-8") from exc
+
+
+def _past_the_limit(read: int) -> bool:
+    """Whether a body without Content-Length (chunked) went on past MAX_CONTENT_LENGTH. werkzeug's
+    stream stops at the limit without saying so, and the first MAX_CONTENT_LENGTH bytes would be parsed
+    as if they were the whole body (a 422 instead of a 413); one more byte tells."""
+    limit = request.max_content_length
+    if request.content_length is not None or limit is None or read < limit:
+        return False
+    return bool(request.environ["wsgi.input"].read(1))
 
 
 def parse_query(kind: type[Any]) -> Any:
