@@ -1,4 +1,13 @@
-"""How the worker ends an HTTP/1.x exchange whose request body the app did not read.
+"""How the worker puts an answer on an HTTP/1.x connection: whole or not at all, and readable by a
+client that is still sending its body.
+
+One write. gunicorn sends a response's head, then each body chunk, with separate send() calls. A
+replica killed between them has sent a head without its body: HAProxy has already forwarded the head,
+can no longer replay the request elsewhere, and the client reads a cut body (`IncompleteRead`). A
+response of known length up to ONE_WRITE bytes is held here and leaves in one sendall, head and body:
+a replica that dies has sent all of it or nothing, and nothing is an empty response that HAProxy
+replays where that is safe (haproxy.cfg, `retry-on empty-response`). Larger or streamed responses go
+out as gunicorn sends them.
 
 Draining before close. A request whose body the app left unread (a 413 over MAX_CONTENT_LENGTH, a 401
 before the body was parsed) is answered with `Connection: close`, unless what is left is small enough
@@ -16,8 +25,16 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from gunicorn import util
+from gunicorn.http import wsgi
 from gunicorn.http.body import ChunkedReader, LengthReader
 
+# Largest response body (bytes) held to leave in one write with its head (about 0.5 KB). 64 KiB: a
+# fresh TCP connection's send buffer on Linux (87,040 bytes on a 1,500-byte MTU link, more on
+# loopback) takes it in one send(), so the one write is one system call the kernel accepts whole;
+# API answers are far smaller (a page of articles about 3 KB, a write 0.3-1 KB); and it bounds what
+# is copied per response in flight.
+ONE_WRITE = 64 * 1024
 # Unread body bytes gunicorn may skip before the next request on a kept-alive connection (its own
 # bound for such a drain, gunicorn.http.parser._DRAIN_MAX_BYTES). Beyond it the connection closes.
 KEEP_ALIVE_SKIP = 64 * 1024
@@ -26,6 +43,49 @@ DRAIN_SECONDS = 10.0
 DRAIN_IDLE = 2.0
 DRAIN_BYTES = 64 * 1024 * 1024
 DRAIN_STEP = 64 * 1024
+
+
+class Response(wsgi.Response):  # type: ignore[misc]  # gunicorn has no type hints
+    """gunicorn's HTTP/1.x response; one that fits in ONE_WRITE bytes leaves in a single sendall."""
+
+    headers_sent: bool
+
+    def __init__(self, req: Any, sock: Any, cfg: Any) -> None:
+        super().__init__(req, sock, cfg)
+        self._held: list[bytes] | None = None
+
+    def _fits(self) -> bool:
+        if self.chunked or self.upgrade:
+            return False
+        if self._omits_body:  # HEAD, 204, 304: the head is everything
+            return True
+        return self.response_length is not None and self.response_length <= ONE_WRITE
+
+    def send_headers(self) -> None:
+        if self.headers_sent or not self._fits():
+            super().send_headers()
+            return
+        # The head as gunicorn builds it (wsgi.Response.send_headers), held instead of sent.
+        lines = [*self.default_headers(), *(f"{name}: {value}\r\n" for name, value in self.headers)]
+        self._held = [("".join(lines) + "\r\n").encode("latin-1")]
+        self.headers_sent = True  # committed: the head can no longer change
+
+    def _emit_body(self, data: bytes) -> None:
+        if self._held is None:
+            super()._emit_body(data)
+            return
+        self._held.append(data)
+        if self.sent >= self.response_length:
+            self._flush()
+
+    def close(self) -> None:
+        super().close()
+        self._flush()
+
+    def _flush(self) -> None:
+        if self._held is not None:
+            data, self._held = b"".join(self._held), None
+            util.write(self.sock, data)
 
 
 def body_left_unread(req: Any) -> bool:

@@ -103,14 +103,15 @@ class GeventWorker(ggevent.GeventWorker):  # type: ignore[misc]  # gunicorn has 
             self._connections.discard(client)
 
     def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> bool:
-        """gunicorn's AsyncWorker.handle_request (27.0.1), except that a body the app left unread closes the
-        connection after the answer, once drained within bounds (service/http1.py)."""
+        """gunicorn's AsyncWorker.handle_request (27.0.1) with two changes (service/http1.py): a response
+        that fits leaves in one write, and a body the app left unread closes the connection after the
+        answer, once drained within bounds."""
         request_start = datetime.now()
         environ: dict[str, Any] = {}
         resp = None
         try:
             self.cfg.pre_request(self, req)
-            resp, environ = wsgi.create(req, sock, addr, listener_name, self.cfg)
+            resp, environ = wsgi.create(req, sock, addr, listener_name, self.cfg, response_class=http1.Response)
             environ["wsgi.multithread"] = True
             self.nr += 1
             if self.nr >= self.max_requests and self.alive:
