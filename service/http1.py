@@ -53,9 +53,10 @@ class Response(wsgi.Response):  # type: ignore[misc]  # gunicorn has no type hin
     def __init__(self, req: Any, sock: Any, cfg: Any) -> None:
         super().__init__(req, sock, cfg)
         self._held: list[bytes] | None = None
+        self._from_file = False
 
     def _fits(self) -> bool:
-        if self.chunked or self.upgrade:
+        if self.chunked or self.upgrade or self._from_file:
             return False
         if self._omits_body:  # HEAD, 204, 304: the head is everything
             return True
@@ -77,6 +78,11 @@ class Response(wsgi.Response):  # type: ignore[misc]  # gunicorn has no type hin
         self._held.append(data)
         if self.sent >= self.response_length:
             self._flush()
+
+    def sendfile(self, respiter: Any) -> bool:
+        # A file (a static asset) is written by the kernel with sendfile(), after the head: not held.
+        self._from_file = True
+        return bool(super().sendfile(respiter))
 
     def close(self) -> None:
         super().close()

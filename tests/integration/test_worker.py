@@ -41,8 +41,11 @@ class RecordingSocket:
         self.writes.append(bytes(data))
         return self.sock.send(data)
 
-    def sendfile(self, *args: Any, **kwargs: Any) -> int:
-        raise AssertionError("not expected here")
+    def sendfile(self, file: Any, offset: int = 0, count: int | None = None) -> int:
+        file.seek(offset)
+        data = file.read(count)
+        self.sendall(data)
+        return len(data)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.sock, name)
@@ -131,6 +134,16 @@ def test_a_head_request_leaves_in_one_write(worker: GeventWorker, conn: tuple[Re
     sock, client = conn
     writes = serve(worker, sock, client, b"HEAD /api/tags HTTP/1.1\r\nHost: x\r\n\r\n")
     assert len(writes) == 1 and writes[0].endswith(b"\r\n\r\n") and writes[0].startswith(b"HTTP/1.1 200")
+
+
+def test_a_static_file_is_sent_head_first_then_the_file(
+    worker: GeventWorker, conn: tuple[RecordingSocket, socket.socket]
+) -> None:
+    sock, client = conn
+    writes = serve(worker, sock, client, b"GET /api/docs/static/swagger-ui/NOTICE HTTP/1.1\r\nHost: x\r\n\r\n")
+    notice = (Path(__file__).parents[2] / "service/static/swagger-ui/NOTICE").read_bytes()
+    assert writes[0].startswith(b"HTTP/1.1 200") and writes[0].endswith(b"\r\n\r\n")
+    assert b"".join(writes[1:]) == notice
 
 
 def test_a_response_over_the_one_write_size_is_streamed_as_gunicorn_does(
