@@ -63,14 +63,15 @@ class TruncatedBody(http.client.HTTPException):
         super().__init__(f"truncated body: status {status} received, then {received} body bytes {rest}")
 
 
-def read_body(resp: http.client.HTTPResponse) -> bytes:
-    """The whole body of `resp`; TruncatedBody when the connection closed before it ended."""
+def read_body(resp: http.client.HTTPResponse, method: str) -> bytes:
+    """The whole body of `resp` (an answer to `method`); TruncatedBody when the connection closed before it ended."""
     try:
         body = resp.read()
     except http.client.IncompleteRead as exc:
         raise TruncatedBody(resp.status, len(exc.partial), exc.expected) from exc
     length = resp.getheader("content-length")
-    if length is not None and length.isdigit() and len(body) != int(length):
+    no_body = method == "HEAD" or resp.status in (204, 304)
+    if length is not None and length.isdigit() and not no_body and len(body) != int(length):
         raise TruncatedBody(resp.status, len(body), int(length) - len(body))
     return body
 
@@ -115,7 +116,7 @@ class Client:
                 self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
             self.conn.request(method, path, body=body, headers=head)
             resp = self.conn.getresponse()
-            response = Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, read_body(resp))
+            response = Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, read_body(resp, method))
             if resp.will_close:
                 self.close()
             error = ""

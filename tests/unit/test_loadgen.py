@@ -54,6 +54,14 @@ def test_a_body_cut_after_the_head_is_a_failed_request_marked_truncated(
     assert outcome.error.startswith("TruncatedBody: truncated body: status 200 received"), outcome.error
 
 
+def test_a_head_answer_with_a_content_length_and_no_body_is_a_success(server: tuple[str, list[bytes]]) -> None:
+    base, queue = server
+    outcomes: list[Outcome] = []
+    queue.append(HEAD + b"Content-Length: 289\r\n\r\n")
+    resp = Client(base, timeout=5, record=outcomes.append).request("HEAD", "/x", kind="head")
+    assert resp.status == 200 and outcomes[0].ok and not outcomes[0].truncated
+
+
 def test_a_whole_body_is_a_success(server: tuple[str, list[bytes]]) -> None:
     base, queue = server
     outcomes: list[Outcome] = []
