@@ -20,6 +20,10 @@ This worker, on SIGTERM:
    soon as they are idle;
 3. exits as soon as no connection is left, and at the latest 1.5 s before the
    master's SIGKILL deadline, when what is left is cut off (logged as a warning).
+
+Each answer goes out through service/http1.py: a response of up to 64 KiB in one
+write (a killed replica has sent all of it or nothing, which HAProxy can replay),
+and a request body the app left unread drained, within bounds, before the close.
 """
 
 from __future__ import annotations
