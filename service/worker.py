@@ -20,13 +20,20 @@ This worker, on SIGTERM:
    soon as they are idle;
 3. exits as soon as no connection is left, and at the latest 1.5 s before the
    master's SIGKILL deadline, when what is left is cut off (logged as a warning).
+
+Each answer goes out through service/http1.py: a response of up to 64 KiB in one
+write (a killed replica has sent all of it or nothing, which HAProxy can replay),
+and a request body the app left unread drained, within bounds, before the close.
 """
 
 from __future__ import annotations
 
 import _socket
+import contextlib
+import socket
 import time
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -34,11 +41,12 @@ import gevent
 from gevent import select
 from gevent.pool import Pool
 from gevent.server import StreamServer
+from gunicorn.http import wsgi
 from gunicorn.http.wsgi import base_environ
 from gunicorn.sock import ssl_context
 from gunicorn.workers import ggevent
 
-from service import lifecycle
+from service import http1, lifecycle
 
 # Seconds kept between the worker's own forced stop and the master's SIGKILL.
 STOP_MARGIN = 1.5
@@ -98,11 +106,64 @@ class GeventWorker(ggevent.GeventWorker):  # type: ignore[misc]  # gunicorn has 
         finally:
             self._connections.discard(client)
 
-    def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> Any:
+    def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> bool:
+        """gunicorn's AsyncWorker.handle_request (27.0.1) with two changes (service/http1.py): a response
+        that fits leaves in one write, and a body the app left unread closes the connection after the
+        answer, once drained within bounds."""
+        request_start = datetime.now()
+        environ: dict[str, Any] = {}
+        resp = None
         try:
-            return super().handle_request(listener_name, req, sock, addr)
+            self.cfg.pre_request(self, req)
+            resp, environ = wsgi.create(req, sock, addr, listener_name, self.cfg, response_class=http1.Response)
+            environ["wsgi.multithread"] = True
+            self.nr += 1
+            if self.nr >= self.max_requests and self.alive:
+                self.log.info("Autorestarting worker after current request.")
+                self.alive = False
+            if not self.alive or not self.cfg.keepalive:
+                resp.force_close()
+            respiter = self.wsgi(environ, resp.start_response)
+            if self.is_already_handled(respiter):
+                return False
+            unread = http1.body_left_unread(req)
+            if unread:
+                resp.force_close()
+            try:
+                if isinstance(respiter, environ["wsgi.file_wrapper"]):
+                    resp.write_file(respiter)
+                else:
+                    for item in respiter:
+                        resp.write(item)
+                resp.close()
+            finally:
+                self.log.access(resp, req, environ, datetime.now() - request_start)
+                if hasattr(respiter, "close"):
+                    respiter.close()
+            if resp.should_close():
+                if unread:
+                    http1.drain_body(req, sock)
+                raise StopIteration()
+        except StopIteration:
+            raise
+        except OSError:
+            raise  # handle() ignores resets and broken pipes
+        except (Exception, SystemExit):
+            if resp is not None and resp.headers_sent:
+                # Part of the answer may be out: a 500 written now would corrupt it.
+                self.log.exception("Error handling request")
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                    sock.close()
+                raise StopIteration() from None
+            raise
         finally:
+            try:
+                self.cfg.post_request(self, req, environ, resp)
+            except Exception:
+                self.log.exception("Exception in post_request hook")
             self._busy.pop(sock, None)
+        return True
 
     def _close_idle(self) -> None:
         """Close keep-alive connections that wait for a next request; make running ones close after theirs."""

@@ -1,4 +1,4 @@
-"""A real gunicorn + gevent server for tests that need one (e2e, concurrency)."""
+"""A real gunicorn + gevent server for tests that need one (e2e, concurrency), and a raw HTTP/1.1 client."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,3 +74,69 @@ def live_server(database_url: str, workers: int = 2, **env: str) -> Iterator[Ser
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@dataclass
+class Answer:
+    """What a raw HTTP/1.1 client read back: status 0 and `error` when the transport hid the answer."""
+
+    status: int
+    headers: dict[str, str]  # names in lower case
+    body: bytes
+    error: str = ""
+    closed: bool = False  # the server closed the connection after the answer
+
+
+def post_body(
+    base: str, path: str, size: int, *, chunked: bool = False, close: bool = False, send: int | None = None
+) -> Answer:
+    """POST a `size`-byte body over a raw socket, the way a plain client does: send all of it (or only the
+    first `send` bytes, then wait), then read the answer. Errors while sending are kept, not raised: a
+    server that answered early may stop reading, and what counts is whether the answer can be read."""
+    parts = urlsplit(base)
+    framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {size}"
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {parts.hostname}\r\nContent-Type: application/json\r\n{framing}\r\n"
+        + ("Connection: close\r\n" if close else "")
+        + "\r\n"
+    )
+    block = b"x" * 65536
+    with socket.create_connection((parts.hostname, parts.port), timeout=20) as sock:
+        error = ""
+        try:
+            sock.sendall(head.encode())
+            left = size if send is None else send
+            while left > 0:
+                piece = block[: min(left, len(block))]
+                sock.sendall(b"%X\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+                left -= len(piece)
+            if chunked and send is None:
+                sock.sendall(b"0\r\n\r\n")
+        except OSError as exc:
+            error = f"while sending: {type(exc).__name__}: {exc}"
+        return _read_answer(sock, error)
+
+
+def _read_answer(sock: socket.socket, error: str) -> Answer:
+    data = b""
+    try:
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return Answer(0, {}, data, error or "closed before an answer", closed=True)
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+        length = int(headers.get("content-length", "0"))
+        while len(body) < length:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return Answer(0, headers, body, "closed in the middle of the body", closed=True)
+            body += chunk
+        closed = False
+        if headers.get("connection", "").lower() == "close":
+            closed = sock.recv(1) == b""  # the server closes after an answer that says so
+        return Answer(int(status_line.split(" ", 2)[1]), headers, body, error, closed)
+    except OSError as exc:
+        return Answer(0, {}, data, f"{error} then while reading: {type(exc).__name__}: {exc}".strip())

@@ -3,7 +3,9 @@
 Each client is an OS thread holding one HTTP/1.1 keep-alive connection (like a browser or wrk) and
 running a scenario function in a loop. A transport error (refused, reset, timeout, or the silent
 close HAProxy does when it cannot answer a request on a reused connection) is recorded with status 0
-and counts as a failure: it is exactly what a real client sees. Nothing is retried here, so a failure
+and counts as a failure: it is exactly what a real client sees. So does a truncated body (the status
+line and headers arrived, then fewer body bytes than Content-Length or the chunked framing announced,
+and the connection closed): it is recorded with status 0 and `truncated` set. Nothing is retried here, so a failure
 the proxy or the service should have hidden is never hidden by the harness.
 
     def step(client: Client, rng: random.Random) -> None:
@@ -40,6 +42,7 @@ class Outcome:
     started: float  # time.monotonic() when the request was sent
     elapsed: float
     error: str = ""
+    truncated: bool = False  # headers received, body cut short
 
 
 @dataclass
@@ -50,6 +53,27 @@ class Response:
 
     def json(self) -> Any:
         return jsonlib.loads(self.body)
+
+
+class TruncatedBody(http.client.HTTPException):
+    """The head of a response arrived, then the connection closed before the whole body did."""
+
+    def __init__(self, status: int, received: int, expected: int | None) -> None:
+        rest = f"of {received + expected}" if expected is not None else "of more"
+        super().__init__(f"truncated body: status {status} received, then {received} body bytes {rest}")
+
+
+def read_body(resp: http.client.HTTPResponse, method: str) -> bytes:
+    """The whole body of `resp` (an answer to `method`); TruncatedBody when the connection closed before it ended."""
+    try:
+        body = resp.read()
+    except http.client.IncompleteRead as exc:
+        raise TruncatedBody(resp.status, len(exc.partial), exc.expected) from exc
+    length = resp.getheader("content-length")
+    no_body = method == "HEAD" or resp.status in (204, 304)
+    if length is not None and length.isdigit() and not no_body and len(body) != int(length):
+        raise TruncatedBody(resp.status, len(body), int(length) - len(body))
+    return body
 
 
 class Client:
@@ -92,7 +116,7 @@ class Client:
                 self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
             self.conn.request(method, path, body=body, headers=head)
             resp = self.conn.getresponse()
-            response = Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
+            response = Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, read_body(resp, method))
             if resp.will_close:
                 self.close()
             error = ""
@@ -101,9 +125,9 @@ class Client:
             response, error = Response(0, {}, b""), f"{type(exc).__name__}: {exc}"
         if self.record is not None:
             ok = response.status in expect
-            self.record(
-                Outcome(kind or method, method, response.status, ok, started, time.monotonic() - started, error)
-            )
+            truncated = error.startswith(TruncatedBody.__name__)
+            elapsed = time.monotonic() - started
+            self.record(Outcome(kind or method, method, response.status, ok, started, elapsed, error, truncated))
         return response
 
 
@@ -116,6 +140,10 @@ class Report:
     def failed(self, kinds: Collection[str] | None = None) -> list[Outcome]:
         return [o for o in self.outcomes if not o.ok and (kinds is None or o.kind in kinds)]
 
+    def truncated(self) -> list[Outcome]:
+        """Responses whose head arrived and whose body was cut short (each also counts as failed)."""
+        return [o for o in self.outcomes if o.truncated]
+
     def counts(self) -> dict[str, Counter[str]]:
         """kind -> Counter(sent, ok, failed, and one entry per failing status)."""
         table: dict[str, Counter[str]] = {}
@@ -124,7 +152,7 @@ class Report:
             row["sent"] += 1
             row["ok" if o.ok else "failed"] += 1
             if not o.ok:
-                row[f"status {o.status}"] += 1
+                row["status 0, truncated body" if o.truncated else f"status {o.status}"] += 1
         return table
 
     def summary(self) -> str:

@@ -23,6 +23,7 @@ from ops import procs
 from ops.cluster import BACKEND, ROOT, Cluster, haproxy_binary
 from ops.lbadmin import Admin
 from tests.cluster.conftest import distinct_free_ports, extra_haproxy, require_haproxy, wait_for
+from tests.live import post_body
 from tests.loadgen import Client
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
@@ -164,18 +165,32 @@ def test_metrics_is_refused_on_the_public_port_but_each_replica_serves_it(cluste
     assert Client(f"http://127.0.0.1:{port}").request("GET", "/metrics").status == 200
 
 
-def test_a_body_over_the_limit_is_refused_with_413_before_any_replica(cluster: Cluster) -> None:
+def test_a_body_past_what_a_replica_reads_away_is_refused_with_413_before_any_replica(cluster: Cluster) -> None:
     admin = cluster.admin()
     served = int(admin.stats(BACKEND)["BACKEND"]["stot"])
     _scheme, _, hostport = cluster.state["api"].partition("://")
     host, port = hostport.split(":")
     with socket.create_connection((host, int(port)), timeout=5) as sock:
         head = "POST /api/articles HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        sock.sendall(f"{head}Content-Length: {1024 * 1024 + 1}\r\n\r\n".encode())
+        sock.sendall(f"{head}Content-Length: {64 * 1024 * 1024 + 1}\r\n\r\n".encode())
         answer = sock.recv(4096).decode()
     assert answer.startswith("HTTP/1.1 413"), answer
     assert '{"errors":{"body":["request body too large"]}}' in answer
     assert int(admin.stats(BACKEND)["BACKEND"]["stot"]) == served
+
+
+@pytest.mark.parametrize("close", [False, True], ids=["keep-alive", "connection-close"])
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_20_mb_body_through_haproxy_is_answered_413_in_the_error_shape(
+    cluster: Cluster, chunked: bool, close: bool
+) -> None:
+    # A replica answers (HAProxy 2.6 would reset a client still sending after an answer of its own).
+    answer = post_body(cluster.state["api"], "/api/users", 20 * 1024 * 1024, chunked=chunked, close=close)
+    assert answer.status == 413, answer
+    assert answer.error == "", answer  # e.g. a reset while the client was still sending
+    errors = json.loads(answer.body)
+    assert list(errors) == ["errors"] and list(errors["errors"]) == ["body"], errors
+    assert "too large" in errors["errors"]["body"][0]
 
 
 def test_request_id_reaches_the_replica_log(cluster: Cluster) -> None:

@@ -2,9 +2,10 @@
 
 gunicorn answers oversized and malformed requests itself (its `limit_request_*` settings in
 gunicorn.conf.py): a 100 KB Authorization header, too many headers, an over-long request line or
-garbage are refused with a 4xx and never reach the app. Neither gunicorn's answers nor the app's
-name a server version, and the app's security and CORS headers (CORS_ORIGINS from the
-environment) arrive through it.
+garbage are refused with a 4xx and never reach the app. A body over MAX_CONTENT_LENGTH is answered
+413 in the error shape, readable by a client that is still sending it (not reset). Neither
+gunicorn's answers nor the app's name a server version, and the app's security and CORS headers
+(CORS_ORIGINS from the environment) arrive through it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import http.client
 import json
 import re
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.live import live_server
+from tests.live import Answer, live_server, post_body
 
 ORIGIN = "https://app.example.com"
 
@@ -120,6 +122,32 @@ def test_a_long_token_within_the_header_limits_reaches_the_app_and_is_a_401(base
     assert resp.status == 401
     assert json.loads(resp.body) == {"errors": {"body": ["missing or invalid authorization token"]}}
     assert resp.getheader("WWW-Authenticate") == "Token"
+
+
+OVERSIZED = 20 * 1024 * 1024
+
+
+def assert_413_in_the_error_shape(answer: Answer) -> None:
+    assert answer.status == 413, answer
+    assert json.loads(answer.body) == {"errors": {"body": ["request body is too large"]}}
+    assert answer.error == "", answer  # e.g. a reset while the client was still sending
+
+
+@pytest.mark.parametrize("close", [False, True], ids=["keep-alive", "connection-close"])
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_20_mb_body_is_answered_413_in_the_error_shape_and_not_reset(base: str, chunked: bool, close: bool) -> None:
+    answer = post_body(base, "/api/users", OVERSIZED, chunked=chunked, close=close)
+    assert_413_in_the_error_shape(answer)
+    # What was not read of the body is not kept for a next request: the server closes after the answer.
+    assert answer.headers["connection"] == "close" and answer.closed, answer
+
+
+def test_a_client_that_stops_sending_mid_body_gets_its_413_and_the_close_soon_after(base: str) -> None:
+    started = time.monotonic()
+    answer = post_body(base, "/api/users", OVERSIZED, send=2 * 1024 * 1024)
+    assert_413_in_the_error_shape(answer)
+    assert answer.headers["connection"] == "close" and answer.closed, answer
+    assert time.monotonic() - started < 5  # the rest of the body is not waited for
 
 
 def test_the_server_still_serves_after_all_that(base: str) -> None:
