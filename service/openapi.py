@@ -74,7 +74,7 @@ def _operation(
     out: dict[str, Any] = {
         "tags": [op.tag],
         "summary": op.summary,
-        "operationId": f"{method}_{rule_path}",
+        "operationId": op.operation_id,
         "parameters": _parameters(rule_path, op, converters),
         "responses": {},
     }
@@ -128,6 +128,7 @@ def build_document(app: Flask) -> dict[str, Any]:
     """The OpenAPI 3.1 document for every declared route of `app`."""
     paths: dict[str, dict[str, Any]] = {}
     types: set[type] = set()
+    operation_ids: dict[str, str] = {}
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
         view = app.view_functions[rule.endpoint]
         op = getattr(view, "__openapi__", None)
@@ -137,6 +138,9 @@ def build_document(app: Flask) -> dict[str, Any]:
         rate_limited = bool(ratelimit.declared(view))
         path = _PATH_PARAM.sub(lambda m: "{" + m["name"] + "}", rule.rule)
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            seen = operation_ids.setdefault(op.operation_id, f"{method} {rule.rule}")
+            if seen != f"{method} {rule.rule}":
+                raise ValueError(f"operationId {op.operation_id} is declared by {seen} and {method} {rule.rule}")
             paths.setdefault(path, {})[method.lower()] = _operation(
                 rule.rule, method.lower(), op, types, app.url_map.converters, rate_limited
             )
@@ -167,7 +171,7 @@ def build_document(app: Flask) -> dict[str, Any]:
 
 
 @bp.get("/openapi.json")
-@endpoint("This OpenAPI document", tag="Meta", responses={200: None})
+@endpoint("This OpenAPI document", tag="Meta", operation_id="GetOpenApiDocument", responses={200: None})
 def openapi_json() -> Response:
     document = current_app.extensions.get("openapi_document")
     if document is None:
@@ -184,7 +188,7 @@ DOCS_PAGE = """<!doctype html>
 
 
 @bp.get("/docs")
-@endpoint("Readable API documentation (HTML)", tag="Meta", responses={200: None})
+@endpoint("Readable API documentation (HTML)", tag="Meta", operation_id="GetApiDocumentation", responses={200: None})
 def docs() -> Response:
     page = DOCS_PAGE.format(
         css=url_for("docs.static", filename="swagger-ui/swagger-ui.css"),

@@ -8,6 +8,7 @@ cannot drift from what the code does.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import wraps
@@ -23,12 +24,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 AuthMode = Literal["required", "optional", "none"]
 
 _encoder = msgspec.json.Encoder()
+OPERATION_ID = re.compile(r"[A-Z][a-z]+(?:[A-Z][a-z]*)*")
 
 
 @dataclass(frozen=True)
 class Operation:
     summary: str
     tag: str
+    # The stable name client generators turn into a function name (the RealWorld spec's where it has one).
+    operation_id: str
     auth: AuthMode = "none"
     body: type | None = None
     query: type | None = None
@@ -43,6 +47,7 @@ def endpoint(
     summary: str,
     *,
     tag: str,
+    operation_id: str,
     responses: dict[int, type | None],
     auth: AuthMode = "none",
     body: type | None = None,
@@ -50,8 +55,12 @@ def endpoint(
     description: str = "",
     headers: tuple[dict[str, Any], ...] = (),
 ) -> Callable[[F], F]:
-    """Declare a view's contract; the view receives `body=` and `query=` already validated."""
-    op = Operation(summary, tag, auth, body, query, responses, description, headers)
+    """Declare a view's contract; the view receives `body=` and `query=` already validated.
+
+    `operation_id` is PascalCase and unique in the app (checked when the OpenAPI document is built)."""
+    if not OPERATION_ID.fullmatch(operation_id):
+        raise ValueError(f"operation_id {operation_id!r} is not PascalCase")
+    op = Operation(summary, tag, operation_id, auth, body, query, responses, description, headers)
 
     def decorate(fn: F) -> F:
         @wraps(fn)

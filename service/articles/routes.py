@@ -44,6 +44,7 @@ class SlugConverter(BaseConverter):
 @bp.get("/articles")
 @endpoint(
     "List articles",
+    operation_id="GetArticles",
     tag="Articles",
     auth="optional",
     query=ListQuery,
@@ -57,6 +58,7 @@ def list_articles(query: ListQuery) -> Response:
 @bp.get("/articles/feed")
 @endpoint(
     "Articles by followed authors",
+    operation_id="GetArticlesFeed",
     tag="Articles",
     auth="required",
     query=Page,
@@ -71,6 +73,7 @@ def feed(query: Page) -> Response:
 @ratelimit.limited(ratelimit.ARTICLES)
 @endpoint(
     "Create an article",
+    operation_id="CreateArticle",
     tag="Articles",
     auth="required",
     body=NewArticleRequest,
@@ -86,7 +89,9 @@ def create_article(body: NewArticleRequest) -> Response:
 
 
 @bp.get("/articles/<slug:slug>")
-@endpoint("Get an article", tag="Articles", auth="optional", responses={200: SingleArticleResponse})
+@endpoint(
+    "Get an article", tag="Articles", operation_id="GetArticle", auth="optional", responses={200: SingleArticleResponse}
+)
 def get_article(slug: str) -> Response:
     return respond(service.get(slug, viewer_id()))
 
@@ -94,6 +99,7 @@ def get_article(slug: str) -> Response:
 @bp.put("/articles/<slug:slug>")
 @endpoint(
     "Update an article",
+    operation_id="UpdateArticle",
     tag="Articles",
     auth="required",
     body=UpdateArticleRequest,
@@ -107,7 +113,7 @@ def update_article(slug: str, body: UpdateArticleRequest) -> Response:
 
 
 @bp.delete("/articles/<slug:slug>")
-@endpoint("Delete an article", tag="Articles", auth="required", responses={204: None})
+@endpoint("Delete an article", tag="Articles", operation_id="DeleteArticle", auth="required", responses={204: None})
 def delete_article(slug: str) -> Response:
     service.delete(current_user_id(), slug)
     return no_content()
@@ -115,13 +121,25 @@ def delete_article(slug: str) -> Response:
 
 @bp.post("/articles/<slug:slug>/favorite")
 @ratelimit.limited(ratelimit.FAVORITES)
-@endpoint("Favorite an article", tag="Favorites", auth="required", responses={200: SingleArticleResponse})
+@endpoint(
+    "Favorite an article",
+    tag="Favorites",
+    operation_id="CreateArticleFavorite",
+    auth="required",
+    responses={200: SingleArticleResponse},
+)
 def favorite(slug: str) -> Response:
     return respond(service.set_favorite(current_user_id(), slug, True))
 
 
 @bp.delete("/articles/<slug:slug>/favorite")
 @ratelimit.limited(ratelimit.FAVORITES)
-@endpoint("Unfavorite an article", tag="Favorites", auth="required", responses={200: SingleArticleResponse})
+@endpoint(
+    "Unfavorite an article",
+    tag="Favorites",
+    operation_id="DeleteArticleFavorite",
+    auth="required",
+    responses={200: SingleArticleResponse},
+)
 def unfavorite(slug: str) -> Response:
     return respond(service.set_favorite(current_user_id(), slug, False))

@@ -17,6 +17,7 @@ TAG = "Comments"
 @bp.get("/articles/<slug:slug>/comments")
 @endpoint(
     "Comments on an article",
+    operation_id="GetArticleComments",
     tag=TAG,
     auth="optional",
     query=CommentPage,
@@ -31,6 +32,7 @@ def list_comments(slug: str, query: CommentPage) -> Response:
 @ratelimit.limited(ratelimit.COMMENTS)
 @endpoint(
     "Comment on an article",
+    operation_id="CreateArticleComment",
     tag=TAG,
     auth="required",
     body=NewCommentRequest,
@@ -45,7 +47,7 @@ def add_comment(slug: str, body: NewCommentRequest) -> Response:
 
 
 @bp.delete("/articles/<slug:slug>/comments/<int:comment_id>")
-@endpoint("Delete a comment", tag=TAG, auth="required", responses={204: None})
+@endpoint("Delete a comment", tag=TAG, operation_id="DeleteArticleComment", auth="required", responses={204: None})
 def delete_comment(slug: str, comment_id: int) -> Response:
     service.delete(current_user_id(), slug, comment_id)
     return no_content()

@@ -71,6 +71,7 @@ def _setup(state: BlueprintSetupState) -> None:
 @bp.get("/healthz")
 @endpoint(
     "Liveness check",
+    operation_id="GetLiveness",
     tag="Meta",
     responses={200: None, 503: GenericError},
     description="`ok` while this worker serves; 503 once it is shutting down (take it out of the pool). "
@@ -85,6 +86,7 @@ def healthz() -> Response:
 @bp.get("/readyz")
 @endpoint(
     "Readiness check",
+    operation_id="GetReadiness",
     tag="Meta",
     responses={200: Readiness, 503: Readiness},
     description="200 when this worker can serve requests: the database answers within READINESS_TIMEOUT and "
@@ -151,6 +153,7 @@ def _redis_state() -> str:
 @bp.get("/metrics")
 @endpoint(
     "Prometheus metrics (operators only)",
+    operation_id="GetMetrics",
     tag="Meta",
     responses={200: None, 404: GenericError},
     description="Prometheus text format, summed over this replica's workers. Not part of the public API: "

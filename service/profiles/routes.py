@@ -16,7 +16,9 @@ TAG = "Profile"
 
 
 @bp.get("/profiles/<username>")
-@endpoint("Get a profile", tag=TAG, auth="optional", responses={200: ProfileResponse})
+@endpoint(
+    "Get a profile", tag=TAG, operation_id="GetProfileByUsername", auth="optional", responses={200: ProfileResponse}
+)
 def get_profile(username: str) -> Response:
     return respond(service.get(username, viewer_id()))
 
@@ -25,6 +27,7 @@ def get_profile(username: str) -> Response:
 @ratelimit.limited(ratelimit.FOLLOWS)
 @endpoint(
     "Follow a user",
+    operation_id="FollowUserByUsername",
     tag=TAG,
     auth="required",
     responses={200: ProfileResponse, 422: GenericError},
@@ -36,6 +39,8 @@ def follow(username: str) -> Response:
 
 @bp.delete("/profiles/<username>/follow")
 @ratelimit.limited(ratelimit.FOLLOWS)
-@endpoint("Unfollow a user", tag=TAG, auth="required", responses={200: ProfileResponse})
+@endpoint(
+    "Unfollow a user", tag=TAG, operation_id="UnfollowUserByUsername", auth="required", responses={200: ProfileResponse}
+)
 def unfollow(username: str) -> Response:
     return respond(ProfileResponse(service.set_following(current_user_id(), username, False)))

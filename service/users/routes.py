@@ -19,6 +19,7 @@ TAG = "User and Authentication"
 @ratelimit.limited(ratelimit.LOGIN_ADDRESS, ratelimit.LOGIN_ACCOUNT)
 @endpoint(
     "Log in with email and password",
+    operation_id="Login",
     tag=TAG,
     body=LoginUserRequest,
     responses={200: UserResponse, 401: GenericError},
@@ -31,6 +32,7 @@ def login(body: LoginUserRequest) -> Response:
 @ratelimit.limited(ratelimit.REGISTER_ADDRESS)
 @endpoint(
     "Register a new user",
+    operation_id="CreateUser",
     tag=TAG,
     body=NewUserRequest,
     responses={201: UserResponse},
@@ -43,7 +45,9 @@ def register(body: NewUserRequest) -> Response:
 
 
 @bp.get("/user")
-@endpoint("Get the current user", tag=TAG, auth="required", responses={200: UserResponse})
+@endpoint(
+    "Get the current user", tag=TAG, operation_id="GetCurrentUser", auth="required", responses={200: UserResponse}
+)
 def current_user() -> Response:
     return respond(UserResponse(service.current(current_user_id())))
 
@@ -51,6 +55,7 @@ def current_user() -> Response:
 @bp.put("/user")
 @endpoint(
     "Update the current user",
+    operation_id="UpdateCurrentUser",
     tag=TAG,
     auth="required",
     body=UpdateUserRequest,

@@ -175,3 +175,39 @@ def test_the_docs_page_loads_every_asset_from_the_service_itself(docs_client: Fl
         asset.close()
     # The page points Swagger UI at our own document.
     assert '"/api/openapi.json"' in page
+
+
+def realworld_operations() -> dict[tuple[str, str], dict[str, Any]]:
+    """(path shape under /api, method) -> the RealWorld spec's operation."""
+    spec = yaml.safe_load(REALWORLD_SPEC.read_text())
+    return {
+        (shape("/api" + path), method): operation
+        for path, item in spec["paths"].items()
+        for method, operation in item.items()
+        if method in HTTP_METHODS
+    }
+
+
+def test_shared_operations_carry_the_realworld_specs_operation_ids(document: dict[str, Any]) -> None:
+    ours = {(shape(path), method): op for path, item in document["paths"].items() for method, op in item.items()}
+    spec = realworld_operations()
+    assert len(spec) >= 19
+    assert {key: ours[key]["operationId"] for key in spec} == {key: op["operationId"] for key, op in spec.items()}
+
+
+def test_every_operation_id_is_readable_pascal_case(document: dict[str, Any]) -> None:
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            assert re.fullmatch(r"[A-Z][a-z]+(?:[A-Z][a-z]*)*", operation["operationId"]), (path, method)
+
+
+def test_a_duplicate_operation_id_stops_the_document_from_being_built() -> None:
+    from service.openapi import build_document
+    from service.web import endpoint, respond
+
+    app = Flask("dup")
+    for name in ("first", "second"):
+        view = endpoint("x", tag="Tags", operation_id="GetTags", responses={200: None})(lambda: respond({}))
+        app.add_url_rule(f"/{name}", name, view)
+    with pytest.raises(ValueError, match="GetTags"):
+        build_document(app)
