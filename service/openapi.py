@@ -29,6 +29,17 @@ RETRY_AFTER = {
 }
 _PATH_PARAM = re.compile(r"<(?:(?P<converter>\w+):)?(?P<name>\w+)>")
 REF = "#/components/schemas/{name}"
+# The operation groups, in the order a reader needs them (a new tag is listed after these).
+TAGS = {
+    "User and Authentication": "Register, log in, read and change the current user.",
+    "Profile": "Public profiles; follow and unfollow their owners.",
+    "Articles": "Write, read, update and delete articles; list them with filters, or the feed of followed authors.",
+    "Comments": "Comments on an article.",
+    "Favorites": "Favorite and unfavorite an article.",
+    "Tags": "The most used tags.",
+    "Operations": "Liveness, readiness and metrics, for load balancers and operators.",
+    "Documentation": "This document and its readable rendering.",
+}
 ERROR_TEXT = {
     401: "Missing or invalid token",
     403: "Not the owner of the resource",
@@ -42,6 +53,16 @@ ERROR_TEXT = {
 }
 
 
+def _plain(schema: dict[str, Any]) -> dict[str, Any]:
+    """A query parameter's schema without its `null` branch: a query string cannot carry null, an absent
+    parameter is what `None` stands for, and `required: false` already says it may be absent."""
+    options = [option for option in schema.get("anyOf", ()) if option.get("type") != "null"]
+    if len(options) != 1:
+        return dict(schema)
+    plain = {key: value for key, value in schema.items() if key != "anyOf" and not (key == "default" and value is None)}
+    return {**options[0], **plain}
+
+
 def _parameters(rule_path: str, op: Operation, converters: Mapping[str, type]) -> list[dict[str, Any]]:
     params: list[dict[str, Any]] = []
     for match in _PATH_PARAM.finditer(rule_path):
@@ -53,7 +74,7 @@ def _parameters(rule_path: str, op: Operation, converters: Mapping[str, type]) -
     if op.query is not None:
         (_,), defs = msgspec.json.schema_components([op.query], ref_template=REF)
         for name, schema in defs[op.query.__name__]["properties"].items():
-            schema = dict(schema)
+            schema = _plain(schema)
             description = schema.pop("description", "")
             param = {"name": name, "in": "query", "required": False, "schema": schema}
             if description:
@@ -91,8 +112,6 @@ def _operation(
     errors = {503}
     if op.auth != "none":
         errors.add(401)
-    if op.auth == "required" and method in ("put", "delete") and "<" in rule_path:
-        errors.add(403)
     if "<" in rule_path:
         errors.add(404)
     if op.body is not None:
@@ -145,6 +164,9 @@ def build_document(app: Flask) -> dict[str, Any]:
                 rule.rule, method.lower(), op, types, app.url_map.converters, rate_limited
             )
     _, schemas = msgspec.json.schema_components(sorted(types, key=lambda t: t.__name__), ref_template=REF)
+    used = {tag for item in paths.values() for operation in item.values() for tag in operation["tags"]}
+    tags = [{"name": name, "description": text} for name, text in TAGS.items() if name in used]
+    tags += [{"name": name} for name in sorted(used - set(TAGS))]
     return {
         "openapi": "3.1.0",
         "info": {
@@ -155,6 +177,7 @@ def build_document(app: Flask) -> dict[str, Any]:
             "license": {"name": "MIT", "identifier": "MIT"},
         },
         "servers": [{"url": "/"}],
+        "tags": tags,
         "paths": paths,
         "components": {
             "schemas": schemas,
@@ -171,7 +194,7 @@ def build_document(app: Flask) -> dict[str, Any]:
 
 
 @bp.get("/openapi.json")
-@endpoint("This OpenAPI document", tag="Meta", operation_id="GetOpenApiDocument", responses={200: None})
+@endpoint("This OpenAPI document", tag="Documentation", operation_id="GetOpenApiDocument", responses={200: None})
 def openapi_json() -> Response:
     document = current_app.extensions.get("openapi_document")
     if document is None:
@@ -188,7 +211,9 @@ DOCS_PAGE = """<!doctype html>
 
 
 @bp.get("/docs")
-@endpoint("Readable API documentation (HTML)", tag="Meta", operation_id="GetApiDocumentation", responses={200: None})
+@endpoint(
+    "Readable API documentation (HTML)", tag="Documentation", operation_id="GetApiDocumentation", responses={200: None}
+)
 def docs() -> Response:
     page = DOCS_PAGE.format(
         css=url_for("docs.static", filename="swagger-ui/swagger-ui.css"),

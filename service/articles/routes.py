@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, Response, request
 from werkzeug.routing import BaseConverter
 
-from service import idempotency, ratelimit
+from service import httpcache, idempotency, ratelimit
 from service.articles import service
 from service.articles.schemas import (
     ListQuery,
@@ -103,9 +103,10 @@ def get_article(slug: str) -> Response:
     tag="Articles",
     auth="required",
     body=UpdateArticleRequest,
-    responses={200: SingleArticleResponse, 412: GenericError},
+    responses={200: SingleArticleResponse, 403: GenericError, 412: GenericError},
     description="Only the author may update. The slug does not change with the title. With `If-Match: <ETag of "
     "the article as you read it>` the update happens only if nobody changed it since (412 otherwise).",
+    headers=(httpcache.IF_MATCH_PARAMETER,),
 )
 def update_article(slug: str, body: UpdateArticleRequest) -> Response:
     if_match = request.if_match if "If-Match" in request.headers else None
@@ -113,7 +114,14 @@ def update_article(slug: str, body: UpdateArticleRequest) -> Response:
 
 
 @bp.delete("/articles/<slug:slug>")
-@endpoint("Delete an article", tag="Articles", operation_id="DeleteArticle", auth="required", responses={204: None})
+@endpoint(
+    "Delete an article",
+    tag="Articles",
+    operation_id="DeleteArticle",
+    auth="required",
+    responses={204: None, 403: GenericError},
+    description="Only the author may delete; its comments and favorites go with it.",
+)
 def delete_article(slug: str) -> Response:
     service.delete(current_user_id(), slug)
     return no_content()

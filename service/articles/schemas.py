@@ -42,9 +42,10 @@ class UpdateArticleRequest(msgspec.Struct):
 
 
 class ListQuery(Page, kw_only=True):
-    tag: FilterValue | None = None
-    author: FilterValue | None = None
-    favorited: FilterValue | None = None
+    # Absent means no filter; a query string has no null (service.openapi publishes these as plain strings).
+    tag: Annotated[FilterValue, Meta(description="Only articles with this tag.")] | None = None
+    author: Annotated[FilterValue, Meta(description="Only articles by this author (username).")] | None = None
+    favorited: Annotated[FilterValue, Meta(description="Only articles this user (username) favorited.")] | None = None
 
 
 class Article(msgspec.Struct):

@@ -8,6 +8,7 @@ from service import idempotency, ratelimit
 from service.auth import current_user_id, viewer_id
 from service.comments import service
 from service.comments.schemas import CommentPage, MultipleCommentsResponse, NewCommentRequest, SingleCommentResponse
+from service.schemas import GenericError
 from service.web import endpoint, no_content, respond
 
 bp = Blueprint("comments", __name__)
@@ -47,7 +48,14 @@ def add_comment(slug: str, body: NewCommentRequest) -> Response:
 
 
 @bp.delete("/articles/<slug:slug>/comments/<int:comment_id>")
-@endpoint("Delete a comment", tag=TAG, operation_id="DeleteArticleComment", auth="required", responses={204: None})
+@endpoint(
+    "Delete a comment",
+    tag=TAG,
+    operation_id="DeleteArticleComment",
+    auth="required",
+    responses={204: None, 403: GenericError},
+    description="Only the comment's author may delete it.",
+)
 def delete_comment(slug: str, comment_id: int) -> Response:
     service.delete(current_user_id(), slug, comment_id)
     return no_content()

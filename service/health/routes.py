@@ -72,7 +72,7 @@ def _setup(state: BlueprintSetupState) -> None:
 @endpoint(
     "Liveness check",
     operation_id="GetLiveness",
-    tag="Meta",
+    tag="Operations",
     responses={200: None, 503: GenericError},
     description="`ok` while this worker serves; 503 once it is shutting down (take it out of the pool). "
     "Never touches the database or Redis.",
@@ -87,7 +87,7 @@ def healthz() -> Response:
 @endpoint(
     "Readiness check",
     operation_id="GetReadiness",
-    tag="Meta",
+    tag="Operations",
     responses={200: Readiness, 503: Readiness},
     description="200 when this worker can serve requests: the database answers within READINESS_TIMEOUT and "
     "every migration is applied. Redis is reported but never makes it unready. 503 while shutting down.",
@@ -154,7 +154,7 @@ def _redis_state() -> str:
 @endpoint(
     "Prometheus metrics (operators only)",
     operation_id="GetMetrics",
-    tag="Meta",
+    tag="Operations",
     responses={200: None, 404: GenericError},
     description="Prometheus text format, summed over this replica's workers. Not part of the public API: "
     "answered only to client addresses in METRICS_ALLOW (default loopback and private networks), 404 otherwise.",
