@@ -18,6 +18,7 @@ import msgspec
 from flask import Response, request
 
 from service import auth as authn
+from service import validation
 from service.errors import Invalid, NotFound, UnsupportedMediaType
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -102,7 +103,7 @@ def parse_body(kind: type[Any]) -> Any:
     try:
         return decoder.decode(data)
     except msgspec.ValidationError as exc:
-        raise Invalid(f"invalid body: {exc}") from exc
+        raise Invalid(*_every_problem(kind, data, exc)) from exc
     except msgspec.DecodeError as exc:
         raise Invalid(f"malformed JSON: {exc}") from exc
     except RecursionError as exc:
@@ -117,7 +118,16 @@ def parse_query(kind: type[Any]) -> Any:
     try:
         return msgspec.convert(args, kind, strict=False)
     except msgspec.ValidationError as exc:
-        raise Invalid(f"invalid query parameter: {exc}") from exc
+        raise Invalid(*(validation.problems(kind, args, lax=True) or [f"invalid query parameter: {exc}"])) from exc
+
+
+def _every_problem(kind: type[Any], data: bytes, exc: msgspec.ValidationError) -> list[str]:
+    """Each problem of a body msgspec refused, worded for people; msgspec's own first one if none is found."""
+    try:
+        found = validation.problems(kind, msgspec.json.decode(data))
+    except (msgspec.DecodeError, RecursionError):
+        found = []
+    return found or [f"invalid body: {exc}"]
 
 
 def encode(payload: Any) -> bytes:

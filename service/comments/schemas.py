@@ -16,11 +16,11 @@ class CommentPage(msgspec.Struct):
     offset: Annotated[int, Meta(ge=0, le=100_000, description="Comments to skip (0-100000).")] = 0
 
 
-class NewComment(msgspec.Struct):
+class NewComment(msgspec.Struct, forbid_unknown_fields=True):
     body: CommentBody
 
 
-class NewCommentRequest(msgspec.Struct):
+class NewCommentRequest(msgspec.Struct, forbid_unknown_fields=True):
     comment: NewComment
 
 
