@@ -42,6 +42,8 @@ class Operation:
     description: str = ""
     # OpenAPI parameter objects for request headers the view reads itself (e.g. Idempotency-Key).
     headers: tuple[dict[str, Any], ...] = ()
+    # Path parameter name -> description, for those whose URL converter does not describe them.
+    path: dict[str, str] = field(default_factory=dict)
 
 
 def endpoint(
@@ -55,13 +57,14 @@ def endpoint(
     query: type | None = None,
     description: str = "",
     headers: tuple[dict[str, Any], ...] = (),
+    path: dict[str, str] | None = None,
 ) -> Callable[[F], F]:
     """Declare a view's contract; the view receives `body=` and `query=` already validated.
 
     `operation_id` is PascalCase and unique in the app (checked when the OpenAPI document is built)."""
     if not OPERATION_ID.fullmatch(operation_id):
         raise ValueError(f"operation_id {operation_id!r} is not PascalCase")
-    op = Operation(summary, tag, operation_id, auth, body, query, responses, description, headers)
+    op = Operation(summary, tag, operation_id, auth, body, query, responses, description, headers, path or {})
 
     def decorate(fn: F) -> F:
         @wraps(fn)

@@ -90,7 +90,12 @@ def create_article(body: NewArticleRequest) -> Response:
 
 @bp.get("/articles/<slug:slug>")
 @endpoint(
-    "Get an article", tag="Articles", operation_id="GetArticle", auth="optional", responses={200: SingleArticleResponse}
+    "Get an article",
+    tag="Articles",
+    operation_id="GetArticle",
+    auth="optional",
+    responses={200: SingleArticleResponse},
+    description="With a token, `favorited` and `author.following` are for the caller.",
 )
 def get_article(slug: str) -> Response:
     return respond(service.get(slug, viewer_id()))
@@ -135,6 +140,7 @@ def delete_article(slug: str) -> Response:
     operation_id="CreateArticleFavorite",
     auth="required",
     responses={200: SingleArticleResponse},
+    description="Answers the article with its new count. Favoriting it again changes nothing.",
 )
 def favorite(slug: str) -> Response:
     return respond(service.set_favorite(current_user_id(), slug, True))
@@ -148,6 +154,7 @@ def favorite(slug: str) -> Response:
     operation_id="DeleteArticleFavorite",
     auth="required",
     responses={200: SingleArticleResponse},
+    description="Answers the article with its new count. Unfavoriting an article not favorited changes nothing.",
 )
 def unfavorite(slug: str) -> Response:
     return respond(service.set_favorite(current_user_id(), slug, False))

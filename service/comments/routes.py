@@ -55,6 +55,7 @@ def add_comment(slug: str, body: NewCommentRequest) -> Response:
     auth="required",
     responses={204: None, 403: GenericError},
     description="Only the comment's author may delete it.",
+    path={"comment_id": "The comment's `id`."},
 )
 def delete_comment(slug: str, comment_id: int) -> Response:
     service.delete(current_user_id(), slug, comment_id)

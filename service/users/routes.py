@@ -23,6 +23,7 @@ TAG = "User and Authentication"
     tag=TAG,
     body=LoginUserRequest,
     responses={200: UserResponse, 401: GenericError},
+    description="Answers the user with a new token. A wrong email or password is 401, the same for both.",
 )
 def login(body: LoginUserRequest) -> Response:
     return respond(UserResponse(service.login(body.user.email, body.user.password)))
@@ -46,7 +47,12 @@ def register(body: NewUserRequest) -> Response:
 
 @bp.get("/user")
 @endpoint(
-    "Get the current user", tag=TAG, operation_id="GetCurrentUser", auth="required", responses={200: UserResponse}
+    "Get the current user",
+    tag=TAG,
+    operation_id="GetCurrentUser",
+    auth="required",
+    responses={200: UserResponse},
+    description="The account of the token, with a new token.",
 )
 def current_user() -> Response:
     return respond(UserResponse(service.current(current_user_id())))

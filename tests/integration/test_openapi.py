@@ -258,3 +258,12 @@ def test_operation_groups_are_listed_in_reading_order(document: dict[str, Any]) 
     used = {tag for item in document["paths"].values() for op in item.values() for tag in op["tags"]}
     assert used == set(names)
     assert all(tag.get("description") for tag in document["tags"])
+
+
+def test_every_operation_and_parameter_is_described_and_says_its_security(document: dict[str, Any]) -> None:
+    for path, item in document["paths"].items():
+        for method, op in item.items():
+            assert op.get("description"), (path, method)
+            assert "security" in op, (path, method)
+            for param in op["parameters"]:
+                assert param.get("description"), (path, method, param["name"])
