@@ -126,11 +126,14 @@ def parse_query(kind: type[Any]) -> Any:
 
 def _every_problem(kind: type[Any], data: bytes, exc: msgspec.ValidationError) -> list[str]:
     """Each problem of a body msgspec refused, worded for people; msgspec's own first one if none is found."""
+    # msgspec stops at the first problem, possibly before the rest of the text is seen to be broken.
     try:
-        found = validation.problems(kind, msgspec.json.decode(data))
-    except (msgspec.DecodeError, RecursionError):
-        found = []
-    return found or [f"invalid body: {exc}"]
+        value = msgspec.json.decode(data)
+    except msgspec.DecodeError as malformed:
+        return [f"malformed JSON: {malformed}"]
+    except RecursionError:
+        return ["malformed JSON: nested too deeply"]
+    return validation.problems(kind, value) or [f"invalid body: {exc}"]
 
 
 def encode(payload: Any) -> bytes:

@@ -108,3 +108,21 @@ def test_request_schemas_say_they_take_no_other_fields(app: Flask) -> None:
         assert components[name]["additionalProperties"] is False, name
         (inner,) = components[name]["properties"].values()
         assert components[inner["$ref"].rsplit("/", 1)[1]]["additionalProperties"] is False, name
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (
+            b'{"user": {"username": 5, "x": ' + b"[" * 20_000 + b"]" * 20_000 + b"}}",
+            "malformed JSON: nested too deeply",
+        ),
+        (b'{"user": 5, "rest": [1, 2', "malformed JSON: "),
+    ],
+)
+def test_a_body_refused_before_its_end_is_read_says_what_is_wrong_with_it(
+    client: FlaskClient, data: bytes, expected: str
+) -> None:
+    resp = client.post("/api/users", data=data, content_type="application/json")
+    (message,) = error_messages(resp, 422)
+    assert message.startswith(expected), message
