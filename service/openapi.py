@@ -114,7 +114,7 @@ def _operation(
             "required": True,
             "content": {"application/json": {"schema": {"$ref": REF.format(name=op.body.__name__)}}},
         }
-    errors = {503}
+    errors = {503} if op.uses_database else set()
     if op.auth != "none":
         errors.add(401)
     if "<" in rule_path:
@@ -204,6 +204,7 @@ def build_document(app: Flask) -> dict[str, Any]:
     tag="Documentation",
     operation_id="GetOpenApiDocument",
     responses={200: None},
+    uses_database=False,
     description="OpenAPI 3.1, built from the routes' own declarations: what client generators read.",
 )
 def openapi_json() -> Response:
@@ -227,6 +228,7 @@ DOCS_PAGE = """<!doctype html>
     tag="Documentation",
     operation_id="GetApiDocumentation",
     responses={200: None},
+    uses_database=False,
     description="Swagger UI over this document, served by this service (no CDN).",
 )
 def docs() -> Response:

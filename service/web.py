@@ -44,6 +44,8 @@ class Operation:
     headers: tuple[dict[str, Any], ...] = ()
     # Path parameter name -> description, for those whose URL converter does not describe them.
     path: dict[str, str] = field(default_factory=dict)
+    # False for a view that never reaches PostgreSQL: an unavailable database cannot make it answer 503.
+    uses_database: bool = True
 
 
 def endpoint(
@@ -58,13 +60,16 @@ def endpoint(
     description: str = "",
     headers: tuple[dict[str, Any], ...] = (),
     path: dict[str, str] | None = None,
+    uses_database: bool = True,
 ) -> Callable[[F], F]:
     """Declare a view's contract; the view receives `body=` and `query=` already validated.
 
     `operation_id` is PascalCase and unique in the app (checked when the OpenAPI document is built)."""
     if not OPERATION_ID.fullmatch(operation_id):
         raise ValueError(f"operation_id {operation_id!r} is not PascalCase")
-    op = Operation(summary, tag, operation_id, auth, body, query, responses, description, headers, path or {})
+    op = Operation(
+        summary, tag, operation_id, auth, body, query, responses, description, headers, path or {}, uses_database
+    )
 
     def decorate(fn: F) -> F:
         @wraps(fn)

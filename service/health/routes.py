@@ -74,6 +74,7 @@ def _setup(state: BlueprintSetupState) -> None:
     operation_id="GetLiveness",
     tag="Operations",
     responses={200: None, 503: GenericError},
+    uses_database=False,
     description="`ok` while this worker serves; 503 once it is shutting down (take it out of the pool). "
     "Never touches the database or Redis.",
 )
@@ -156,6 +157,7 @@ def _redis_state() -> str:
     operation_id="GetMetrics",
     tag="Operations",
     responses={200: None, 404: GenericError},
+    uses_database=False,
     description="Prometheus text format, summed over this replica's workers. Not part of the public API: "
     "answered only to client addresses in METRICS_ALLOW (default loopback and private networks), 404 otherwise.",
 )

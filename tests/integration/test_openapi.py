@@ -267,3 +267,12 @@ def test_every_operation_and_parameter_is_described_and_says_its_security(docume
             assert "security" in op, (path, method)
             for param in op["parameters"]:
                 assert param.get("description"), (path, method, param["name"])
+
+
+def test_503_is_published_only_where_a_dependency_can_be_unavailable(document: dict[str, Any]) -> None:
+    without = {
+        op["operationId"] for item in document["paths"].values() for op in item.values() if "503" not in op["responses"]
+    }
+    assert without == {"GetOpenApiDocument", "GetApiDocumentation", "GetMetrics"}
+    # The liveness check never touches the database, but says 503 while the worker shuts down.
+    assert operation(document, "GetLiveness")["responses"]["503"]["content"]
