@@ -1,12 +1,13 @@
 # make run    serve the API on http://127.0.0.1:8000 (embedded SQLite unless DATABASE_URL is set)
 # make test   every test layer: unit, integration, e2e (newman), security, cluster (HAProxy), faults
-# make lint   ruff + mypy + dependency audit
+# make lint   ruff + mypy + OpenAPI document lint (Redocly CLI) + dependency audit
 # make bench  wrk benchmark on PostgreSQL + Redis; see .venv/bin/python bench/run.py --help
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 E2E := tests/e2e
+OPENAPI_LINT := tools/openapi-lint
 
 .PHONY: run migrate test test-unit test-integration test-e2e test-security lint format bench clean help
 
@@ -31,6 +32,10 @@ $(VENV)/.bench: requirements.txt requirements-bench.txt | $(BIN)/activate
 
 $(E2E)/node_modules/.installed: $(E2E)/package.json $(E2E)/package-lock.json
 	cd $(E2E) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(OPENAPI_LINT)/node_modules/.installed: $(OPENAPI_LINT)/package.json $(OPENAPI_LINT)/package-lock.json
+	cd $(OPENAPI_LINT) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 migrate: $(VENV)/.runtime
@@ -58,11 +63,20 @@ test-security: $(VENV)/.dev
 	mkdir -p var
 	$(BIN)/pytest tests/security
 
-lint: $(VENV)/.dev
+lint: $(VENV)/.dev lint-openapi
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check service config tests bench tools ops gunicorn.conf.py
 	$(BIN)/mypy
 	$(BIN)/python tools/audit.py $(AUDIT_FILES)
+
+# make lint-openapi  lint the OpenAPI document as /api/openapi.json serves it (Redocly CLI, pinned in
+#                    tools/openapi-lint; rules and the reasons for any rule turned off in its redocly.yaml)
+.PHONY: lint-openapi
+lint-openapi: $(VENV)/.dev $(OPENAPI_LINT)/node_modules/.installed
+	mkdir -p var
+	$(BIN)/python tools/openapi_dump.py var/openapi.json
+	REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true \
+	  $(OPENAPI_LINT)/node_modules/.bin/redocly lint var/openapi.json --config $(OPENAPI_LINT)/redocly.yaml
 
 # make audit  known vulnerabilities in the pinned requirements (pip-audit; also run by make lint)
 .PHONY: audit
@@ -124,4 +138,4 @@ test-faults: $(VENV)/.dev fault-servers
 	$(BIN)/pytest -m faults tests/faults
 
 clean:
-	rm -rf $(VENV) var $(E2E)/node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var $(E2E)/node_modules $(OPENAPI_LINT)/node_modules .pytest_cache .mypy_cache .ruff_cache

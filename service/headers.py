@@ -12,6 +12,9 @@ allowed origin gets `Access-Control-Allow-Origin` (its own value, with `Vary: Or
 and preflights get the URL's methods and the request headers the API reads. Credentials are
 never allowed: the token travels in the Authorization header, not in a cookie, so no caller needs
 them, and `*` with credentials would hand every site the user's session.
+
+OPTIONS: Flask answers it for every routed URL with an empty `text/html` 200; it becomes a 204 with
+`Allow` and no body or content type, preflight or not (a preflight only needs a 2xx).
 """
 
 from __future__ import annotations
@@ -62,6 +65,14 @@ def _security_headers(resp: Response) -> Response:
     return resp
 
 
+def _options(resp: Response) -> Response:
+    # Flask's automatic answer: 200, empty, text/html by default, with the URL's methods in Allow.
+    if request.method == "OPTIONS" and resp.status_code == 200 and "Allow" in resp.headers and not resp.data:
+        resp.status_code = 204
+        del resp.headers["Content-Type"]
+    return resp
+
+
 def _cors(resp: Response) -> Response:
     origins: frozenset[str] = current_app.extensions["cors_origins"]
     origin = request.headers.get("Origin")
@@ -76,8 +87,9 @@ def _cors(resp: Response) -> Response:
         resp.vary.add("Origin")  # the answer differs by origin, so caches must keep them apart
         return resp
     if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
-        # Flask answered the OPTIONS itself, with the URL's methods in Allow (none on a 404).
-        if resp.status_code == 200 and "Allow" in resp.headers:
+        # Flask answered the OPTIONS itself (made a 204 by _options), with the URL's methods in Allow
+        # (none on a 404).
+        if resp.status_code == 204 and "Allow" in resp.headers:
             resp.headers["Access-Control-Allow-Methods"] = resp.headers["Allow"]
             resp.headers["Access-Control-Allow-Headers"] = ALLOW_HEADERS
             resp.headers["Access-Control-Max-Age"] = PREFLIGHT_MAX_AGE
@@ -88,5 +100,7 @@ def _cors(resp: Response) -> Response:
 
 def init_app(app: Flask) -> None:
     app.extensions["cors_origins"] = parse_origins(app.config["CORS_ORIGINS"])
+    # after_request functions run last-registered first: _options, then _security_headers, then _cors.
     app.after_request(_cors)
     app.after_request(_security_headers)
+    app.after_request(_options)

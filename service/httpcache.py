@@ -10,8 +10,20 @@ Anything else is `no-store`.
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Flask, current_app, request
 from werkzeug.wrappers import Response
+
+# Declared by the operations that honour If-Match (see `@endpoint(headers=...)`).
+IF_MATCH_PARAMETER: dict[str, Any] = {
+    "name": "If-Match",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "The `ETag` of the resource as you last read it (e.g. from GET). The change is made only if "
+    "nobody changed the resource since; otherwise the answer is 412 and nothing changes. `*` matches any version.",
+}
 
 
 def _viewer_dependent() -> bool:

@@ -29,6 +29,17 @@ RETRY_AFTER = {
 }
 _PATH_PARAM = re.compile(r"<(?:(?P<converter>\w+):)?(?P<name>\w+)>")
 REF = "#/components/schemas/{name}"
+# The operation groups, in the order a reader needs them (a new tag is listed after these).
+TAGS = {
+    "User and Authentication": "Register, log in, read and change the current user.",
+    "Profile": "Public profiles; follow and unfollow their owners.",
+    "Articles": "Write, read, update and delete articles; list them with filters, or the feed of followed authors.",
+    "Comments": "Comments on an article.",
+    "Favorites": "Favorite and unfavorite an article.",
+    "Tags": "The most used tags.",
+    "Operations": "Liveness, readiness and metrics, for load balancers and operators.",
+    "Documentation": "This document and its readable rendering.",
+}
 ERROR_TEXT = {
     401: "Missing or invalid token",
     403: "Not the owner of the resource",
@@ -42,6 +53,16 @@ ERROR_TEXT = {
 }
 
 
+def _plain(schema: dict[str, Any]) -> dict[str, Any]:
+    """A query parameter's schema without its `null` branch: a query string cannot carry null, an absent
+    parameter is what `None` stands for, and `required: false` already says it may be absent."""
+    options = [option for option in schema.get("anyOf", ()) if option.get("type") != "null"]
+    if len(options) != 1:
+        return dict(schema)
+    plain = {key: value for key, value in schema.items() if key != "anyOf" and not (key == "default" and value is None)}
+    return {**options[0], **plain}
+
+
 def _parameters(rule_path: str, op: Operation, converters: Mapping[str, type]) -> list[dict[str, Any]]:
     params: list[dict[str, Any]] = []
     for match in _PATH_PARAM.finditer(rule_path):
@@ -49,11 +70,16 @@ def _parameters(rule_path: str, op: Operation, converters: Mapping[str, type]) -
         # A converter may publish its own schema (e.g. `slug` says which values it refuses).
         converter = converters.get(match["converter"] or "default")
         schema = dict(getattr(converter, "openapi_schema", None) or {"type": kind})
-        params.append({"name": match["name"], "in": "path", "required": True, "schema": schema})
+        description = op.path.get(match["name"]) or schema.pop("description", None)
+        if not description:
+            raise ValueError(f"{op.operation_id}: describe the path parameter {match['name']} (@endpoint path=)")
+        schema.pop("description", None)
+        param = {"name": match["name"], "in": "path", "required": True, "description": description}
+        params.append({**param, "schema": schema})
     if op.query is not None:
         (_,), defs = msgspec.json.schema_components([op.query], ref_template=REF)
         for name, schema in defs[op.query.__name__]["properties"].items():
-            schema = dict(schema)
+            schema = _plain(schema)
             description = schema.pop("description", "")
             param = {"name": name, "in": "query", "required": False, "schema": schema}
             if description:
@@ -74,25 +100,23 @@ def _operation(
     out: dict[str, Any] = {
         "tags": [op.tag],
         "summary": op.summary,
-        "operationId": f"{method}_{rule_path}",
+        "operationId": op.operation_id,
         "parameters": _parameters(rule_path, op, converters),
         "responses": {},
     }
     if op.description:
         out["description"] = op.description
-    if op.auth != "none":
-        out["security"] = [{"Token": []}] if op.auth == "required" else [{"Token": []}, {}]
+    # Said on every operation, `[]` for none: a reader (or linter) need not guess what an absent one means.
+    out["security"] = {"none": [], "required": [{"Token": []}], "optional": [{"Token": []}, {}]}[op.auth]
     if op.body is not None:
         types.add(op.body)
         out["requestBody"] = {
             "required": True,
             "content": {"application/json": {"schema": {"$ref": REF.format(name=op.body.__name__)}}},
         }
-    errors = {503}
+    errors = {503} if op.uses_database else set()
     if op.auth != "none":
         errors.add(401)
-    if op.auth == "required" and method in ("put", "delete") and "<" in rule_path:
-        errors.add(403)
     if "<" in rule_path:
         errors.add(404)
     if op.body is not None:
@@ -130,6 +154,7 @@ def build_document(app: Flask) -> dict[str, Any]:
     """The OpenAPI 3.1 document for every declared route of `app`."""
     paths: dict[str, dict[str, Any]] = {}
     types: set[type] = set()
+    operation_ids: dict[str, str] = {}
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
         view = app.view_functions[rule.endpoint]
         op = getattr(view, "__openapi__", None)
@@ -139,10 +164,16 @@ def build_document(app: Flask) -> dict[str, Any]:
         rate_limited = bool(ratelimit.declared(view))
         path = _PATH_PARAM.sub(lambda m: "{" + m["name"] + "}", rule.rule)
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            seen = operation_ids.setdefault(op.operation_id, f"{method} {rule.rule}")
+            if seen != f"{method} {rule.rule}":
+                raise ValueError(f"operationId {op.operation_id} is declared by {seen} and {method} {rule.rule}")
             paths.setdefault(path, {})[method.lower()] = _operation(
                 rule.rule, method.lower(), op, types, app.url_map.converters, rate_limited
             )
     _, schemas = msgspec.json.schema_components(sorted(types, key=lambda t: t.__name__), ref_template=REF)
+    used = {tag for item in paths.values() for operation in item.values() for tag in operation["tags"]}
+    tags = [{"name": name, "description": text} for name, text in TAGS.items() if name in used]
+    tags += [{"name": name} for name in sorted(used - set(TAGS))]
     return {
         "openapi": "3.1.0",
         "info": {
@@ -153,6 +184,7 @@ def build_document(app: Flask) -> dict[str, Any]:
             "license": {"name": "MIT", "identifier": "MIT"},
         },
         "servers": [{"url": "/"}],
+        "tags": tags,
         "paths": paths,
         "components": {
             "schemas": schemas,
@@ -169,7 +201,14 @@ def build_document(app: Flask) -> dict[str, Any]:
 
 
 @bp.get("/openapi.json")
-@endpoint("This OpenAPI document", tag="Meta", responses={200: None})
+@endpoint(
+    "This OpenAPI document",
+    tag="Documentation",
+    operation_id="GetOpenApiDocument",
+    responses={200: None},
+    uses_database=False,
+    description="OpenAPI 3.1, built from the routes' own declarations: what client generators read.",
+)
 def openapi_json() -> Response:
     document = current_app.extensions.get("openapi_document")
     if document is None:
@@ -186,7 +225,14 @@ DOCS_PAGE = """<!doctype html>
 
 
 @bp.get("/docs")
-@endpoint("Readable API documentation (HTML)", tag="Meta", responses={200: None})
+@endpoint(
+    "Readable API documentation (HTML)",
+    tag="Documentation",
+    operation_id="GetApiDocumentation",
+    responses={200: None},
+    uses_database=False,
+    description="Swagger UI over this document, served by this service (no CDN).",
+)
 def docs() -> Response:
     page = DOCS_PAGE.format(
         css=url_for("docs.static", filename="swagger-ui/swagger-ui.css"),

@@ -1,7 +1,9 @@
 """Field types shared by every domain's schemas, and the error body.
 
-Limits are declared here once; they validate requests and appear as
-`maxLength`/`pattern` in the OpenAPI document.
+Limits are declared here once; they validate requests, appear as
+`maxLength`/`pattern` in the OpenAPI document, and word the validation messages.
+Request bodies forbid unknown fields: a field the API does not take is refused
+(422, naming it), never dropped without a word.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import msgspec
 from msgspec import Meta
 
 NO_NUL = r"^[^\x00]*$"
+# How a validation message explains a pattern that a field does not explain itself (service.validation).
+PATTERN_RULES = {NO_NUL: "may not contain NUL characters"}
 
 
 class ErrorBody(msgspec.Struct):

@@ -8,6 +8,7 @@ cannot drift from what the code does.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import wraps
@@ -18,18 +19,22 @@ from flask import Response, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from service import auth as authn
+from service import validation
 from service.errors import Invalid, NotFound, UnsupportedMediaType
 
 F = TypeVar("F", bound=Callable[..., Any])
 AuthMode = Literal["required", "optional", "none"]
 
 _encoder = msgspec.json.Encoder()
+OPERATION_ID = re.compile(r"[A-Z][a-z]+(?:[A-Z][a-z]*)*")
 
 
 @dataclass(frozen=True)
 class Operation:
     summary: str
     tag: str
+    # The stable name client generators turn into a function name (the RealWorld spec's where it has one).
+    operation_id: str
     auth: AuthMode = "none"
     body: type | None = None
     query: type | None = None
@@ -40,12 +45,17 @@ class Operation:
     headers: tuple[dict[str, Any], ...] = ()
     # status -> {header name: OpenAPI header object} for response headers the view sets (e.g. Link).
     response_headers: dict[int, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    # Path parameter name -> description, for those whose URL converter does not describe them.
+    path: dict[str, str] = field(default_factory=dict)
+    # False for a view that never reaches PostgreSQL: an unavailable database cannot make it answer 503.
+    uses_database: bool = True
 
 
 def endpoint(
     summary: str,
     *,
     tag: str,
+    operation_id: str,
     responses: dict[int, type | None],
     auth: AuthMode = "none",
     body: type | None = None,
@@ -53,9 +63,28 @@ def endpoint(
     description: str = "",
     headers: tuple[dict[str, Any], ...] = (),
     response_headers: dict[int, dict[str, dict[str, Any]]] | None = None,
+    path: dict[str, str] | None = None,
+    uses_database: bool = True,
 ) -> Callable[[F], F]:
-    """Declare a view's contract; the view receives `body=` and `query=` already validated."""
-    op = Operation(summary, tag, auth, body, query, responses, description, headers, response_headers or {})
+    """Declare a view's contract; the view receives `body=` and `query=` already validated.
+
+    `operation_id` is PascalCase and unique in the app (checked when the OpenAPI document is built)."""
+    if not OPERATION_ID.fullmatch(operation_id):
+        raise ValueError(f"operation_id {operation_id!r} is not PascalCase")
+    op = Operation(
+        summary,
+        tag,
+        operation_id,
+        auth,
+        body,
+        query,
+        responses,
+        description,
+        headers,
+        response_headers or {},
+        path or {},
+        uses_database,
+    )
 
     def decorate(fn: F) -> F:
         @wraps(fn)
@@ -97,7 +126,7 @@ def parse_body(kind: type[Any]) -> Any:
     try:
         return decoder.decode(data)
     except msgspec.ValidationError as exc:
-        raise Invalid(f"invalid body: {exc}") from exc
+        raise Invalid(*_every_problem(kind, data, exc)) from exc
     except msgspec.DecodeError as exc:
         raise Invalid(f"malformed JSON: {exc}") from exc
     except RecursionError as exc:
@@ -133,7 +162,19 @@ def parse_query(kind: type[Any]) -> Any:
     try:
         return msgspec.convert(args, kind, strict=False)
     except msgspec.ValidationError as exc:
-        raise Invalid(f"invalid query parameter: {exc}") from exc
+        raise Invalid(*(validation.problems(kind, args, lax=True) or [f"invalid query parameter: {exc}"])) from exc
+
+
+def _every_problem(kind: type[Any], data: bytes, exc: msgspec.ValidationError) -> list[str]:
+    """Each problem of a body msgspec refused, worded for people; msgspec's own first one if none is found."""
+    # msgspec stops at the first problem, possibly before the rest of the text is seen to be broken.
+    try:
+        value = msgspec.json.decode(data)
+    except msgspec.DecodeError as malformed:
+        return [f"malformed JSON: {malformed}"]
+    except RecursionError:
+        return ["malformed JSON: nested too deeply"]
+    return validation.problems(kind, value) or [f"invalid body: {exc}"]
 
 
 def encode(payload: Any) -> bytes:

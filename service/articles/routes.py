@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, Response, request
 from werkzeug.routing import BaseConverter
 
-from service import idempotency, ratelimit
+from service import httpcache, idempotency, ratelimit
 from service.articles import service
 from service.articles.schemas import (
     ListQuery,
@@ -44,6 +44,7 @@ class SlugConverter(BaseConverter):
 @bp.get("/articles")
 @endpoint(
     "List articles",
+    operation_id="GetArticles",
     tag="Articles",
     auth="optional",
     query=ListQuery,
@@ -57,6 +58,7 @@ def list_articles(query: ListQuery) -> Response:
 @bp.get("/articles/feed")
 @endpoint(
     "Articles by followed authors",
+    operation_id="GetArticlesFeed",
     tag="Articles",
     auth="required",
     query=Page,
@@ -71,6 +73,7 @@ def feed(query: Page) -> Response:
 @ratelimit.limited(ratelimit.ARTICLES)
 @endpoint(
     "Create an article",
+    operation_id="CreateArticle",
     tag="Articles",
     auth="required",
     body=NewArticleRequest,
@@ -86,7 +89,14 @@ def create_article(body: NewArticleRequest) -> Response:
 
 
 @bp.get("/articles/<slug:slug>")
-@endpoint("Get an article", tag="Articles", auth="optional", responses={200: SingleArticleResponse})
+@endpoint(
+    "Get an article",
+    tag="Articles",
+    operation_id="GetArticle",
+    auth="optional",
+    responses={200: SingleArticleResponse},
+    description="With a token, `favorited` and `author.following` are for the caller.",
+)
 def get_article(slug: str) -> Response:
     return respond(service.get(slug, viewer_id()))
 
@@ -94,12 +104,14 @@ def get_article(slug: str) -> Response:
 @bp.put("/articles/<slug:slug>")
 @endpoint(
     "Update an article",
+    operation_id="UpdateArticle",
     tag="Articles",
     auth="required",
     body=UpdateArticleRequest,
-    responses={200: SingleArticleResponse, 412: GenericError},
+    responses={200: SingleArticleResponse, 403: GenericError, 412: GenericError},
     description="Only the author may update. The slug does not change with the title. With `If-Match: <ETag of "
     "the article as you read it>` the update happens only if nobody changed it since (412 otherwise).",
+    headers=(httpcache.IF_MATCH_PARAMETER,),
 )
 def update_article(slug: str, body: UpdateArticleRequest) -> Response:
     if_match = request.if_match if "If-Match" in request.headers else None
@@ -107,7 +119,14 @@ def update_article(slug: str, body: UpdateArticleRequest) -> Response:
 
 
 @bp.delete("/articles/<slug:slug>")
-@endpoint("Delete an article", tag="Articles", auth="required", responses={204: None})
+@endpoint(
+    "Delete an article",
+    tag="Articles",
+    operation_id="DeleteArticle",
+    auth="required",
+    responses={204: None, 403: GenericError},
+    description="Only the author may delete; its comments and favorites go with it.",
+)
 def delete_article(slug: str) -> Response:
     service.delete(current_user_id(), slug)
     return no_content()
@@ -115,13 +134,27 @@ def delete_article(slug: str) -> Response:
 
 @bp.post("/articles/<slug:slug>/favorite")
 @ratelimit.limited(ratelimit.FAVORITES)
-@endpoint("Favorite an article", tag="Favorites", auth="required", responses={200: SingleArticleResponse})
+@endpoint(
+    "Favorite an article",
+    tag="Favorites",
+    operation_id="CreateArticleFavorite",
+    auth="required",
+    responses={200: SingleArticleResponse},
+    description="Answers the article with its new count. Favoriting it again changes nothing.",
+)
 def favorite(slug: str) -> Response:
     return respond(service.set_favorite(current_user_id(), slug, True))
 
 
 @bp.delete("/articles/<slug:slug>/favorite")
 @ratelimit.limited(ratelimit.FAVORITES)
-@endpoint("Unfavorite an article", tag="Favorites", auth="required", responses={200: SingleArticleResponse})
+@endpoint(
+    "Unfavorite an article",
+    tag="Favorites",
+    operation_id="DeleteArticleFavorite",
+    auth="required",
+    responses={200: SingleArticleResponse},
+    description="Answers the article with its new count. Unfavoriting an article not favorited changes nothing.",
+)
 def unfavorite(slug: str) -> Response:
     return respond(service.set_favorite(current_user_id(), slug, False))

@@ -14,6 +14,7 @@ from service.comments.schemas import (
     NewCommentRequest,
     SingleCommentResponse,
 )
+from service.schemas import GenericError
 from service.web import endpoint, no_content, respond
 
 bp = Blueprint("comments", __name__)
@@ -28,6 +29,7 @@ NEXT_LINK = {
 @bp.get("/articles/<slug:slug>/comments")
 @endpoint(
     "Comments on an article",
+    operation_id="GetArticleComments",
     tag=TAG,
     auth="optional",
     query=CommentPage,
@@ -51,6 +53,7 @@ def list_comments(slug: str, query: CommentPage) -> Response:
 @ratelimit.limited(ratelimit.COMMENTS)
 @endpoint(
     "Comment on an article",
+    operation_id="CreateArticleComment",
     tag=TAG,
     auth="required",
     body=NewCommentRequest,
@@ -65,7 +68,15 @@ def add_comment(slug: str, body: NewCommentRequest) -> Response:
 
 
 @bp.delete("/articles/<slug:slug>/comments/<int:comment_id>")
-@endpoint("Delete a comment", tag=TAG, auth="required", responses={204: None})
+@endpoint(
+    "Delete a comment",
+    tag=TAG,
+    operation_id="DeleteArticleComment",
+    auth="required",
+    responses={204: None, 403: GenericError},
+    description="Only the comment's author may delete it.",
+    path={"comment_id": "The comment's `id`."},
+)
 def delete_comment(slug: str, comment_id: int) -> Response:
     service.delete(current_user_id(), slug, comment_id)
     return no_content()

@@ -29,11 +29,11 @@ class CommentPage(msgspec.Struct):
     ] = 0
 
 
-class NewComment(msgspec.Struct):
+class NewComment(msgspec.Struct, forbid_unknown_fields=True):
     body: CommentBody
 
 
-class NewCommentRequest(msgspec.Struct):
+class NewCommentRequest(msgspec.Struct, forbid_unknown_fields=True):
     comment: NewComment
 
 

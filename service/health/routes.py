@@ -71,8 +71,10 @@ def _setup(state: BlueprintSetupState) -> None:
 @bp.get("/healthz")
 @endpoint(
     "Liveness check",
-    tag="Meta",
+    operation_id="GetLiveness",
+    tag="Operations",
     responses={200: None, 503: GenericError},
+    uses_database=False,
     description="`ok` while this worker serves; 503 once it is shutting down (take it out of the pool). "
     "Never touches the database or Redis.",
 )
@@ -85,7 +87,8 @@ def healthz() -> Response:
 @bp.get("/readyz")
 @endpoint(
     "Readiness check",
-    tag="Meta",
+    operation_id="GetReadiness",
+    tag="Operations",
     responses={200: Readiness, 503: Readiness},
     description="200 when this worker can serve requests: the database answers within READINESS_TIMEOUT and "
     "every migration is applied. Redis is reported but never makes it unready. 503 while shutting down.",
@@ -151,8 +154,10 @@ def _redis_state() -> str:
 @bp.get("/metrics")
 @endpoint(
     "Prometheus metrics (operators only)",
-    tag="Meta",
+    operation_id="GetMetrics",
+    tag="Operations",
     responses={200: None, 404: GenericError},
+    uses_database=False,
     description="Prometheus text format, summed over this replica's workers. Not part of the public API: "
     "answered only to client addresses in METRICS_ALLOW (default loopback and private networks), 404 otherwise.",
 )

@@ -13,10 +13,19 @@ from service.web import endpoint, respond
 
 bp = Blueprint("profiles", __name__)
 TAG = "Profile"
+USERNAME = {"username": "The user's username, as in `username` of a profile."}
 
 
 @bp.get("/profiles/<username>")
-@endpoint("Get a profile", tag=TAG, auth="optional", responses={200: ProfileResponse})
+@endpoint(
+    "Get a profile",
+    tag=TAG,
+    operation_id="GetProfileByUsername",
+    auth="optional",
+    responses={200: ProfileResponse},
+    description="With a token, `following` says whether the caller follows this user.",
+    path=USERNAME,
+)
 def get_profile(username: str) -> Response:
     return respond(service.get(username, viewer_id()))
 
@@ -25,10 +34,12 @@ def get_profile(username: str) -> Response:
 @ratelimit.limited(ratelimit.FOLLOWS)
 @endpoint(
     "Follow a user",
+    operation_id="FollowUserByUsername",
     tag=TAG,
     auth="required",
     responses={200: ProfileResponse, 422: GenericError},
-    description="Following yourself is refused (422).",
+    description="Following yourself is refused (422). Following a user already followed changes nothing.",
+    path=USERNAME,
 )
 def follow(username: str) -> Response:
     return respond(ProfileResponse(service.set_following(current_user_id(), username, True)))
@@ -36,6 +47,14 @@ def follow(username: str) -> Response:
 
 @bp.delete("/profiles/<username>/follow")
 @ratelimit.limited(ratelimit.FOLLOWS)
-@endpoint("Unfollow a user", tag=TAG, auth="required", responses={200: ProfileResponse})
+@endpoint(
+    "Unfollow a user",
+    tag=TAG,
+    operation_id="UnfollowUserByUsername",
+    auth="required",
+    responses={200: ProfileResponse},
+    description="Unfollowing a user not followed changes nothing.",
+    path=USERNAME,
+)
 def unfollow(username: str) -> Response:
     return respond(ProfileResponse(service.set_following(current_user_id(), username, False)))

@@ -14,6 +14,7 @@ bp = Blueprint("tags", __name__)
 @bp.get("/tags")
 @endpoint(
     "Get tags",
+    operation_id="GetTags",
     tag="Tags",
     responses={200: TagsResponse},
     description="The 100 most used tags, most used first.",

@@ -19,9 +19,11 @@ TAG = "User and Authentication"
 @ratelimit.limited(ratelimit.LOGIN_ADDRESS, ratelimit.LOGIN_ACCOUNT)
 @endpoint(
     "Log in with email and password",
+    operation_id="Login",
     tag=TAG,
     body=LoginUserRequest,
     responses={200: UserResponse, 401: GenericError},
+    description="Answers the user with a new token. A wrong email or password is 401, the same for both.",
 )
 def login(body: LoginUserRequest) -> Response:
     return respond(UserResponse(service.login(body.user.email, body.user.password)))
@@ -31,6 +33,7 @@ def login(body: LoginUserRequest) -> Response:
 @ratelimit.limited(ratelimit.REGISTER_ADDRESS)
 @endpoint(
     "Register a new user",
+    operation_id="CreateUser",
     tag=TAG,
     body=NewUserRequest,
     responses={201: UserResponse},
@@ -43,7 +46,14 @@ def register(body: NewUserRequest) -> Response:
 
 
 @bp.get("/user")
-@endpoint("Get the current user", tag=TAG, auth="required", responses={200: UserResponse})
+@endpoint(
+    "Get the current user",
+    tag=TAG,
+    operation_id="GetCurrentUser",
+    auth="required",
+    responses={200: UserResponse},
+    description="The account of the token, with a new token.",
+)
 def current_user() -> Response:
     return respond(UserResponse(service.current(current_user_id())))
 
@@ -51,6 +61,7 @@ def current_user() -> Response:
 @bp.put("/user")
 @endpoint(
     "Update the current user",
+    operation_id="UpdateCurrentUser",
     tag=TAG,
     auth="required",
     body=UpdateUserRequest,

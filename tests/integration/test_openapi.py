@@ -175,3 +175,104 @@ def test_the_docs_page_loads_every_asset_from_the_service_itself(docs_client: Fl
         asset.close()
     # The page points Swagger UI at our own document.
     assert '"/api/openapi.json"' in page
+
+
+def realworld_operations() -> dict[tuple[str, str], dict[str, Any]]:
+    """(path shape under /api, method) -> the RealWorld spec's operation."""
+    spec = yaml.safe_load(REALWORLD_SPEC.read_text())
+    return {
+        (shape("/api" + path), method): operation
+        for path, item in spec["paths"].items()
+        for method, operation in item.items()
+        if method in HTTP_METHODS
+    }
+
+
+def test_shared_operations_carry_the_realworld_specs_operation_ids(document: dict[str, Any]) -> None:
+    ours = {(shape(path), method): op for path, item in document["paths"].items() for method, op in item.items()}
+    spec = realworld_operations()
+    assert len(spec) >= 19
+    assert {key: ours[key]["operationId"] for key in spec} == {key: op["operationId"] for key, op in spec.items()}
+
+
+def test_every_operation_id_is_readable_pascal_case(document: dict[str, Any]) -> None:
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            assert re.fullmatch(r"[A-Z][a-z]+(?:[A-Z][a-z]*)*", operation["operationId"]), (path, method)
+
+
+def test_a_duplicate_operation_id_stops_the_document_from_being_built() -> None:
+    from service.openapi import build_document
+    from service.web import endpoint, respond
+
+    app = Flask("dup")
+    for name in ("first", "second"):
+        view = endpoint("x", tag="Tags", operation_id="GetTags", responses={200: None})(lambda: respond({}))
+        app.add_url_rule(f"/{name}", name, view)
+    with pytest.raises(ValueError, match="GetTags"):
+        build_document(app)
+
+
+def operation(document: dict[str, Any], operation_id: str) -> dict[str, Any]:
+    (found,) = [op for item in document["paths"].values() for op in item.values() if op["operationId"] == operation_id]
+    return found
+
+
+def test_if_match_is_declared_wherever_412_is_published(document: dict[str, Any]) -> None:
+    update = operation(document, "UpdateArticle")
+    (if_match,) = [p for p in update["parameters"] if p["in"] == "header" and p["name"] == "If-Match"]
+    assert if_match["required"] is False
+    assert "412" in if_match["description"] and if_match["schema"] == {"type": "string"}
+    for item in document["paths"].values():
+        for op in item.values():
+            headers = {p["name"] for p in op["parameters"] if p["in"] == "header"}
+            assert ("412" in op["responses"]) == ("If-Match" in headers), op["operationId"]
+
+
+def test_403_is_published_only_where_an_owner_check_can_refuse(document: dict[str, Any]) -> None:
+    with_403 = {
+        op["operationId"] for item in document["paths"].values() for op in item.values() if "403" in op["responses"]
+    }
+    assert with_403 == {"UpdateArticle", "DeleteArticle", "DeleteArticleComment"}
+
+
+def test_every_query_parameter_has_a_description_and_a_plain_type(document: dict[str, Any]) -> None:
+    seen = 0
+    for item in document["paths"].values():
+        for op in item.values():
+            for param in op["parameters"]:
+                if param["in"] != "query":
+                    continue
+                seen += 1
+                assert param.get("description"), (op["operationId"], param["name"])
+                assert param["schema"]["type"] in ("string", "integer"), (op["operationId"], param)
+                assert "anyOf" not in param["schema"] and "description" not in param["schema"]
+    assert seen >= 9
+    tag = next(p for p in operation(document, "GetArticles")["parameters"] if p["name"] == "tag")
+    assert tag["schema"]["type"] == "string" and tag["schema"]["maxLength"] == 256
+
+
+def test_operation_groups_are_listed_in_reading_order(document: dict[str, Any]) -> None:
+    names = [tag["name"] for tag in document["tags"]]
+    assert names[:6] == ["User and Authentication", "Profile", "Articles", "Comments", "Favorites", "Tags"]
+    used = {tag for item in document["paths"].values() for op in item.values() for tag in op["tags"]}
+    assert used == set(names)
+    assert all(tag.get("description") for tag in document["tags"])
+
+
+def test_every_operation_and_parameter_is_described_and_says_its_security(document: dict[str, Any]) -> None:
+    for path, item in document["paths"].items():
+        for method, op in item.items():
+            assert op.get("description"), (path, method)
+            assert "security" in op, (path, method)
+            for param in op["parameters"]:
+                assert param.get("description"), (path, method, param["name"])
+
+
+def test_503_is_published_only_where_a_dependency_can_be_unavailable(document: dict[str, Any]) -> None:
+    without = {
+        op["operationId"] for item in document["paths"].values() for op in item.values() if "503" not in op["responses"]
+    }
+    assert without == {"GetOpenApiDocument", "GetApiDocumentation", "GetMetrics"}
+    # The liveness check never touches the database, but says 503 while the worker shuts down.
+    assert operation(document, "GetLiveness")["responses"]["503"]["content"]

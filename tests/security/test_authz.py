@@ -170,10 +170,22 @@ def test_unfavorite_and_unfollow_by_another_user_leave_the_owners_rows_alone(cli
     assert client.get("/api/profiles/alice", headers=auth(world.tokens["carol"])).json["profile"]["following"] is True
 
 
-def test_ids_and_owner_fields_in_a_user_update_are_never_applied(app: Flask, client: FlaskClient, world: World) -> None:
+def refused_fields(resp: Any) -> set[str]:
+    """The fields a 422 names as not accepted."""
+    assert resp.status_code == 422, resp.get_data(as_text=True)
+    return {m.split(" ", 1)[0] for m in resp.json["errors"]["body"] if " is not accepted here" in m}
+
+
+def test_ids_and_owner_fields_in_a_user_update_are_refused_and_never_applied(
+    app: Flask, client: FlaskClient, world: World
+) -> None:
     before = snapshot(app)
     forged = {"id": 1, "user_id": 1, "token": world.tokens["alice"], "password_hash": "x", "following": True}
     resp = client.put("/api/user", json={"user": {"bio": "mine", **forged}}, headers=auth(world.tokens["bob"]))
+    assert refused_fields(resp) == set(forged)
+    assert changed_tables(before, snapshot(app)) == []
+    # Without them the update applies to the token's user only.
+    resp = client.put("/api/user", json={"user": {"bio": "mine"}}, headers=auth(world.tokens["bob"]))
     assert resp.status_code == 200
     assert resp.json["user"]["username"] == "bob"
     assert resp.json["user"]["email"] == email("bob")
@@ -189,12 +201,22 @@ def test_ids_and_owner_fields_in_a_user_update_are_never_applied(app: Flask, cli
     assert client.post("/api/users/login", json=login).status_code == 200
 
 
-def test_comments_and_favorites_are_recorded_for_the_token_user_whatever_the_body_says(
+def test_comments_are_recorded_for_the_token_user_and_owner_fields_in_the_body_refused(
     app: Flask, client: FlaskClient, world: World
 ) -> None:
     slug = world.slugs["alice"]
-    forged = {"body": "mine", "author": {"username": "alice"}, "id": 1, "article_id": 2, "createdAt": "2000-01-01"}
-    resp = client.post(f"/api/articles/{slug}/comments", json={"comment": forged}, headers=auth(world.tokens["bob"]))
+    before = snapshot(app)
+    forged = {"author": {"username": "alice"}, "id": 1, "article_id": 2, "createdAt": "2000-01-01"}
+    resp = client.post(
+        f"/api/articles/{slug}/comments",
+        json={"comment": {"body": "mine", **forged}},
+        headers=auth(world.tokens["bob"]),
+    )
+    assert refused_fields(resp) == set(forged)
+    assert changed_tables(before, snapshot(app)) == []
+    resp = client.post(
+        f"/api/articles/{slug}/comments", json={"comment": {"body": "mine"}}, headers=auth(world.tokens["bob"])
+    )
     assert resp.status_code == 200
     comment = resp.json["comment"]
     assert comment["author"]["username"] == "bob"

@@ -126,6 +126,29 @@ def test_without_cors_origins_no_cors_header_is_ever_sent(sqlite_app: Flask) -> 
         assert not cors_headers(resp), dict(resp.headers)
 
 
+@pytest.mark.parametrize(
+    ("url", "methods"),
+    [
+        ("/api/articles", {"GET", "HEAD", "POST", "OPTIONS"}),
+        ("/api/articles/some-slug", {"GET", "HEAD", "PUT", "DELETE", "OPTIONS"}),
+        ("/api/user", {"GET", "HEAD", "PUT", "OPTIONS"}),
+        ("/healthz", {"GET", "HEAD", "OPTIONS"}),
+    ],
+)
+def test_options_answers_204_with_allow_and_no_body(sqlite_app: Flask, url: str, methods: set[str]) -> None:
+    resp = sqlite_app.test_client().options(url)
+    assert resp.status_code == 204
+    assert set(resp.headers["Allow"].split(", ")) == methods
+    assert resp.data == b""
+    assert "Content-Type" not in resp.headers
+    assert_security_headers(resp, f"OPTIONS {url}")
+
+
+def test_options_on_an_unknown_url_is_the_json_404(sqlite_app: Flask) -> None:
+    resp = sqlite_app.test_client().options("/api/nothing-here")
+    assert resp.status_code == 404 and resp.mimetype == "application/json"
+
+
 @pytest.fixture
 def cors_client(tmp_path: Path) -> FlaskClient:
     return build_app(f"sqlite:///{tmp_path}/cors.db", CORS_ORIGINS=f"{APP}, {DEV}/").test_client()
@@ -159,7 +182,7 @@ def test_a_preflight_from_a_configured_origin_lists_the_urls_methods_and_the_hea
         "Access-Control-Request-Headers": "authorization, content-type",
     }
     resp = cors_client.options("/api/articles/some-slug", headers=preflight)
-    assert resp.status_code == 200
+    assert resp.status_code == 204 and resp.data == b""  # like every OPTIONS answer
     assert resp.headers["Access-Control-Allow-Origin"] == APP
     assert {"GET", "PUT", "DELETE"} <= set(resp.headers["Access-Control-Allow-Methods"].split(", "))
     allowed = {h.strip().lower() for h in resp.headers["Access-Control-Allow-Headers"].split(",")}
