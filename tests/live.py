@@ -1,4 +1,4 @@
-"""A real gunicorn + gevent server for tests that need one (e2e, concurrency)."""
+"""A real gunicorn + gevent server for tests that need one (e2e, fuzzing, concurrency)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from tests.conftest import forget_keys
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,7 +33,11 @@ def free_port() -> int:
 
 @contextmanager
 def live_server(database_url: str, workers: int = 2, **env: str) -> Iterator[Server]:
-    """Migrate `database_url`, start gunicorn on a free port, yield its base URL, stop it."""
+    """Migrate `database_url`, start gunicorn on a free port, yield its base URL, stop it.
+
+    `env` overrides the inherited environment (REDIS_URL="" for the in-process cache). The cache
+    keys go under a prefix of this server alone; with Redis they are deleted once it stopped.
+    """
     port = free_port()
     environ = {
         **os.environ,
@@ -72,3 +78,5 @@ def live_server(database_url: str, workers: int = 2, **env: str) -> Iterator[Ser
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+        if environ.get("REDIS_URL"):
+            forget_keys(environ["REDIS_URL"], environ["CACHE_KEY_PREFIX"])
