@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -23,6 +24,15 @@ class Server(str):
 
     proc: subprocess.Popen[bytes]
     log_path: Path
+
+
+def server_stack(server: Server) -> tuple[str, int]:
+    """What a live server runs on: its Redis state from /readyz ("ok", "not configured", ...) and
+    how many workers its master has."""
+    with urllib.request.urlopen(server + "/readyz", timeout=10) as resp:
+        redis_state = str(json.load(resp)["redis"])
+    children = Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read_text().split()
+    return redis_state, len(children)
 
 
 def free_port() -> int:
