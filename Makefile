@@ -1,5 +1,8 @@
 # make run    serve the API on http://127.0.0.1:8000 (embedded SQLite unless DATABASE_URL is set)
-# make test   every test layer: unit, integration, e2e (newman), security, cluster (HAProxy), faults
+# make test   every test layer: unit, integration, e2e (newman), security, bench, cluster (HAProxy), faults;
+#             installs newman, HAProxy, wrk and the fault tests' server binaries when missing, and needs
+#             PostgreSQL and Redis on 127.0.0.1 (DATABASE_URL, REDIS_URL); what could not run ends in a
+#             NOT RUN block (CI=true or REQUIRE_SERVICES=1 makes it a failure)
 # make lint   ruff + mypy + OpenAPI document lint (Redocly CLI) + dependency audit
 # make bench  wrk benchmark on PostgreSQL + Redis; see .venv/bin/python bench/run.py --help
 SHELL := /bin/bash
@@ -9,7 +12,7 @@ BIN := $(VENV)/bin
 E2E := tests/e2e
 OPENAPI_LINT := tools/openapi-lint
 
-.PHONY: run migrate test test-unit test-integration test-e2e test-security lint format bench clean help
+.PHONY: run migrate test test-unit test-integration test-e2e test-security test-bench lint format bench wrk clean help
 
 help:
 	@sed -n 's/^# //p' Makefile
@@ -44,7 +47,7 @@ migrate: $(VENV)/.runtime
 run: migrate
 	exec $(BIN)/gunicorn -c gunicorn.conf.py
 
-test: $(VENV)/.dev $(E2E)/node_modules/.installed haproxy fault-servers
+test: $(VENV)/.dev $(E2E)/node_modules/.installed haproxy fault-servers wrk
 	mkdir -p var
 	$(BIN)/pytest tests
 
@@ -62,6 +65,11 @@ test-e2e: $(VENV)/.dev $(E2E)/node_modules/.installed
 test-security: $(VENV)/.dev
 	mkdir -p var
 	$(BIN)/pytest tests/security
+
+# make test-bench  the benchmark's own tests: its Redis clean-up, and one short real sweep of make tune
+test-bench: $(VENV)/.dev wrk
+	mkdir -p var
+	$(BIN)/pytest tests/bench
 
 lint: $(VENV)/.dev lint-openapi
 	$(BIN)/ruff check .
@@ -88,13 +96,18 @@ format: $(VENV)/.dev
 	$(BIN)/ruff format service config tests bench tools ops gunicorn.conf.py
 	$(BIN)/ruff check --fix .
 
-bench: $(VENV)/.bench
+bench: $(VENV)/.bench wrk
 	$(BIN)/python bench/run.py
+
+wrk:
+	@command -v wrk >/dev/null || { \
+	  echo "wrk is missing: installing it with apt-get"; \
+	  $(SUDO) apt-get update && $(SUDO) apt-get install -y wrk; }
 
 # make tune   sweep workers x worker_connections with the benchmark, recommend a setting (about 3 min);
 #             options: make tune TUNE_ARGS='--replicas 3', or env TUNE_*; see .venv/bin/flask --app service tune --help
 .PHONY: tune
-tune: $(VENV)/.bench
+tune: $(VENV)/.bench wrk
 	$(BIN)/flask --app service tune $(TUNE_ARGS)
 
 # make cluster          REPLICAS (3) replicas x WORKERS (2) on PostgreSQL + Redis behind HAProxy on :8080

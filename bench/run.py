@@ -4,7 +4,9 @@ What one run does, in order:
 
   1. installs wrk with `apt-get install -y wrk` when it is missing (says so first);
   2. creates a fresh PostgreSQL database conduit_bench_<pid> on the server of
-     DATABASE_URL and flushes the Redis database of REDIS_URL;
+     DATABASE_URL; in the Redis of REDIS_URL the service's keys go under
+     conduit:bench:<pid>: and only those are deleted, at start and at the end
+     (SCAN + DEL; nothing is flushed, other keys in that database stay);
   3. serves bench/ceiling.py (a bare WSGI app answering a fixed 200-byte JSON)
      under the service's own gunicorn.conf.py and measures it at each
      connection count: the framework-free ceiling of this machine;
@@ -18,7 +20,8 @@ What one run does, in order:
   6. restarts the service with CACHE_TYPE=NullCache and runs the list
      scenarios again (anon_list, anon_list_page40, auth_list, feed);
   7. prints a table, writes bench/results/latest.json and latest.png;
-  8. always stops the servers and drops the database, on error and Ctrl-C too.
+  8. always stops the servers, drops the database and deletes its Redis keys,
+     on error and Ctrl-C too.
 
 Scenarios (wrk Lua scripts in bench/wrk/):
 
@@ -226,7 +229,8 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     parser.add_argument(
         "--redis-url",
         default=os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL,
-        help=f"Redis database for the cache; FLUSHED at start [env REDIS_URL, default {DEFAULT_REDIS_URL}]",
+        help="Redis for the cache; the run's keys go under conduit:bench:<pid>: and only they are deleted, "
+        f"at start and at the end (nothing is flushed) [env REDIS_URL, default {DEFAULT_REDIS_URL}]",
     )
     parser.add_argument(
         "--out",
@@ -415,6 +419,26 @@ def postgres_version(db_url: str) -> str:
         engine.dispose()
 
 
+def key_prefix() -> str:
+    """The namespace of this run's keys in a shared Redis."""
+    return f"conduit:bench:{os.getpid()}:"
+
+
+@contextlib.contextmanager
+def own_keys(redis_stats: RedisStats, prefix: str) -> Iterator[str]:
+    """Delete the keys under `prefix` now (a crashed earlier run of this pid) and when done, even on error."""
+    gone = redis_stats.forget(prefix)
+    if gone:
+        log(f"deleted {gone} leftover keys under {prefix} in Redis {redis_stats.url}")
+    try:
+        yield prefix
+    finally:
+        try:
+            log(f"deleted {redis_stats.forget(prefix)} keys under {prefix} in Redis {redis_stats.url}")
+        except Exception as exc:
+            log(f"WARNING: could not delete the keys under {prefix} in Redis {redis_stats.url}: {exc}")
+
+
 class RedisStats:
     def __init__(self, url: str) -> None:
         import redis
@@ -426,8 +450,19 @@ class RedisStats:
         except redis.RedisError as exc:
             raise BenchError(f"Redis at {url} is unavailable: {exc}") from exc
 
-    def flush(self) -> None:
-        self.client.flushdb()
+    def forget(self, prefix: str) -> int:
+        """Delete the keys under `prefix` (SCAN MATCH prefix* + DEL, never FLUSHDB); how many."""
+        if not prefix or any(c in prefix for c in "*?[]\\"):
+            raise BenchError(f"refusing to delete keys by the pattern {prefix!r}*")
+        deleted, batch = 0, []
+        for key in self.client.scan_iter(match=prefix + "*", count=1000):
+            batch.append(key)
+            if len(batch) == 1000:
+                deleted += int(self.client.delete(*batch))
+                batch = []
+        if batch:
+            deleted += int(self.client.delete(*batch))
+        return deleted
 
     def counters(self) -> tuple[int, int]:
         stats = self.client.info("stats")
@@ -1065,10 +1100,9 @@ def run(settings: Settings) -> int:
         stack.callback(redis_stats.close)
         db_url = stack.enter_context(bench_database(settings.admin_url))
         data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="conduit-bench-")))
-        redis_stats.flush()
-        log(f"flushed Redis {settings.redis_url}")
+        prefix = stack.enter_context(own_keys(redis_stats, key_prefix()))
 
-        base_env = service_env(db_url, settings.redis_url, settings.workers)
+        base_env = service_env(db_url, settings.redis_url, settings.workers) | {"CACHE_KEY_PREFIX": prefix}
         runner = Runner(settings, wrk, redis_stats, data_dir)
         n_conns = len(settings.connections)
         list_scenarios = [s for s in settings.scenarios if s in LIST_SCENARIOS] if settings.nullcache else []

@@ -50,7 +50,7 @@ def measure(opts: dict[str, Any], trials: list[Trial]) -> dict[str, Any]:
     out: Path = opts["out"]
     out.mkdir(parents=True, exist_ok=True)
     redis_stats = bench.RedisStats(opts["redis_url"])
-    prefix = f"conduit:tune:{os.getpid()}:"  # own namespace: nothing to flush, removed at the end
+    prefix = f"conduit:tune:{os.getpid()}:"  # own namespace: nothing to flush, removed at start and end
     settings = bench.Settings(
         duration=opts["duration"],
         scenarios=[opts["scenario"]],
@@ -66,7 +66,7 @@ def measure(opts: dict[str, Any], trials: list[Trial]) -> dict[str, Any]:
     )
     with ExitStack() as stack:
         stack.callback(redis_stats.close)
-        stack.callback(_forget_keys, redis_stats, prefix)
+        stack.enter_context(bench.own_keys(redis_stats, prefix))
         db_url = stack.enter_context(bench.bench_database(settings.admin_url))
         data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="conduit-tune-")))
         base_env = bench.service_env(db_url, settings.redis_url, 1) | {"CACHE_KEY_PREFIX": prefix}
@@ -142,12 +142,6 @@ class Probe(threading.Thread):
     def __exit__(self, *exc: object) -> None:
         self.stopping.set()
         self.join(self.timeout + 5)
-
-
-def _forget_keys(redis_stats: Any, prefix: str) -> None:
-    keys = list(redis_stats.client.scan_iter(match=prefix + "*", count=1000))
-    for i in range(0, len(keys), 1000):
-        redis_stats.client.delete(*keys[i : i + 1000])
 
 
 def plot(trials: list[Trial], chosen: Trial | None, title: str, footer: str, path: Path) -> None:

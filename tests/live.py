@@ -1,7 +1,8 @@
-"""A real gunicorn + gevent server for tests that need one (e2e, concurrency), and a raw HTTP/1.1 client."""
+"""A real gunicorn + gevent server for tests that need one (e2e, fuzzing, concurrency), and a raw HTTP/1.1 client."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -10,10 +11,14 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
+
+import redis
+
+from tests.conftest import forget_keys
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,6 +30,15 @@ class Server(str):
     log_path: Path
 
 
+def server_stack(server: Server) -> tuple[str, int]:
+    """What a live server runs on: its Redis state from /readyz ("ok", "not configured", ...) and
+    how many workers its master has."""
+    with urllib.request.urlopen(server + "/readyz", timeout=10) as resp:
+        redis_state = str(json.load(resp)["redis"])
+    children = Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read_text().split()
+    return redis_state, len(children)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -33,7 +47,11 @@ def free_port() -> int:
 
 @contextmanager
 def live_server(database_url: str, workers: int = 2, **env: str) -> Iterator[Server]:
-    """Migrate `database_url`, start gunicorn on a free port, yield its base URL, stop it."""
+    """Migrate `database_url`, start gunicorn on a free port, yield its base URL, stop it.
+
+    `env` overrides the inherited environment (REDIS_URL="" for the in-process cache). The cache
+    keys go under a prefix of this server alone; with Redis they are deleted once it stopped.
+    """
     port = free_port()
     environ = {
         **os.environ,

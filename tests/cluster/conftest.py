@@ -23,7 +23,7 @@ from sqlalchemy import create_engine, text
 from ops import procs
 from ops.cluster import BACKEND, ROOT, Cluster, ClusterError, haproxy_binary
 from ops.lbadmin import Admin, AdminError
-from tests.conftest import _services_required, scratch_database
+from tests.conftest import scratch_database, service_unavailable
 from tests.live import free_port
 from tests.loadgen import Client
 
@@ -49,9 +49,7 @@ def require_haproxy() -> str:
     try:
         return haproxy_binary()
     except ClusterError as exc:
-        if _services_required():
-            pytest.fail(str(exc), pytrace=False)
-        pytest.skip(str(exc))
+        service_unavailable("HAProxy", str(exc))
 
 
 def distinct_free_ports(count: int) -> list[int]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.conftest import _services_required
+from tests.conftest import service_unavailable
 from tests.faults.servers import ThrowawayPostgres, ThrowawayRedis, missing_binaries
 from tests.live import live_server
 
@@ -25,10 +25,7 @@ from tests.live import live_server
 def _require_binaries() -> None:
     missing = missing_binaries()
     if missing:
-        message = "fault tests need " + "; ".join(missing)
-        if _services_required():
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+        service_unavailable("PostgreSQL and Redis server binaries", "fault tests need " + "; ".join(missing))
 
 
 @pytest.fixture(scope="session")

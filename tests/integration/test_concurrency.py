@@ -1,4 +1,5 @@
-"""Races against a real gunicorn + gevent server on a fresh PostgreSQL database.
+"""Races against a real gunicorn + gevent server as production runs it: a fresh PostgreSQL
+database, the Redis cache (whatever the environment says) and two workers.
 
 Clients are OS threads with urllib, so requests really overlap on the server;
 every test checks the database afterwards, not just the responses.
@@ -23,7 +24,7 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from tests.conftest import scratch_database
-from tests.live import live_server
+from tests.live import live_server, server_stack
 
 pytestmark = pytest.mark.postgres
 
@@ -64,17 +65,24 @@ class Server:
             return conn.execute(text(sql), params).scalar_one()
 
 
+def redis_env(redis_url: str, database_url: str) -> dict[str, str]:
+    # Cache keys of this throwaway database must not meet another run's in a shared Redis.
+    return {
+        "REDIS_URL": redis_url,
+        "CACHE_TYPE": "RedisCache",
+        "CACHE_KEY_PREFIX": f"test:{make_url(database_url).database}:",
+    }
+
+
 @pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    with scratch_database("conduit_race") as url:
-        # Cache keys of this throwaway database must not meet another run's in a shared Redis.
-        prefix = f"test:{make_url(url).database}:"
-        with live_server(url, workers=2, CACHE_KEY_PREFIX=prefix) as base:
-            engine = create_engine(make_url(url).set(drivername="postgresql+psycopg2"))
-            try:
-                yield Server(base, engine)
-            finally:
-                engine.dispose()
+def server(redis_url: str) -> Iterator[Server]:
+    with scratch_database("conduit_race") as url, live_server(url, workers=2, **redis_env(redis_url, url)) as base:
+        assert server_stack(base) == ("ok", 2)
+        engine = create_engine(make_url(url).set(drivername="postgresql+psycopg2"))
+        try:
+            yield Server(base, engine)
+        finally:
+            engine.dispose()
 
 
 def all_at_once(tasks: Iterable[Callable[[], Reply]], threads: int) -> list[Reply]:
@@ -207,34 +215,32 @@ def test_fifty_identical_concurrent_follows_make_one_row(server: Server) -> None
     assert server.scalar(rows) == 1
 
 
-def test_a_request_waiting_on_a_database_lock_does_not_stall_its_worker() -> None:
+def test_a_request_waiting_on_a_database_lock_does_not_stall_its_worker(redis_url: str) -> None:
     """One worker: while a favorite waits on a row lock, the same process still answers others."""
-    with scratch_database("conduit_stall") as url:
-        prefix = f"test:{make_url(url).database}:"
-        with live_server(url, workers=1, CACHE_KEY_PREFIX=prefix) as base:
-            engine = create_engine(make_url(url).set(drivername="postgresql+psycopg2"))
-            server = Server(base, engine)
-            try:
-                token = register_many(server, ["waiter"])["waiter"]
-                slug = create_article(server, token, "Locked")
-                with ThreadPoolExecutor(max_workers=1) as pool, engine.connect() as locker:
-                    with locker.begin():
-                        locker.execute(text("SELECT id FROM articles WHERE slug = :slug FOR UPDATE"), {"slug": slug})
-                        pending = pool.submit(server.call, "POST", f"/articles/{slug}/favorite", None, token)
-                        wait_for_lock_waiter(engine)
+    with scratch_database("conduit_stall") as url, live_server(url, workers=1, **redis_env(redis_url, url)) as base:
+        engine = create_engine(make_url(url).set(drivername="postgresql+psycopg2"))
+        server = Server(base, engine)
+        try:
+            token = register_many(server, ["waiter"])["waiter"]
+            slug = create_article(server, token, "Locked")
+            with ThreadPoolExecutor(max_workers=1) as pool, engine.connect() as locker:
+                with locker.begin():
+                    locker.execute(text("SELECT id FROM articles WHERE slug = :slug FOR UPDATE"), {"slug": slug})
+                    pending = pool.submit(server.call, "POST", f"/articles/{slug}/favorite", None, token)
+                    wait_for_lock_waiter(engine)
 
-                        health = urllib.request.urlopen(base + "/healthz", timeout=10)  # the same, only worker
-                        tags = server.call("GET", "/tags")  # needs a second database connection
+                    health = urllib.request.urlopen(base + "/healthz", timeout=10)  # the same, only worker
+                    tags = server.call("GET", "/tags")  # needs a second database connection
 
-                        assert health.status == 200
-                        assert tags.status == 200
-                        assert not pending.done(), "the worker answered only after the lock was released"
-                        health.close()
-                    favorite = pending.result(timeout=30)
-                assert favorite.status == 200, favorite.body
-                assert favorite.body["article"]["favoritesCount"] == 1
-            finally:
-                engine.dispose()
+                    assert health.status == 200
+                    assert tags.status == 200
+                    assert not pending.done(), "the worker answered only after the lock was released"
+                    health.close()
+                favorite = pending.result(timeout=30)
+            assert favorite.status == 200, favorite.body
+            assert favorite.body["article"]["favoritesCount"] == 1
+        finally:
+            engine.dispose()
 
 
 def wait_for_lock_waiter(engine: Engine, seconds: float = 10) -> None:

@@ -52,10 +52,11 @@ def test_healthz_answers_ok_without_touching_the_database(app: Flask, client: Fl
     assert statements == []
 
 
-def test_readyz_reports_every_part_and_is_not_cached(client: FlaskClient) -> None:
+def test_readyz_reports_every_part_and_is_not_cached(app: Flask, client: FlaskClient) -> None:
     resp = client.get("/readyz")
     assert resp.status_code == 200
-    assert resp.get_json() == {"status": "ready", "database": "ok", "migrations": "ok", "redis": "not configured"}
+    redis = "ok" if app.config["REDIS_URL"] else "not configured"
+    assert resp.get_json() == {"status": "ready", "database": "ok", "migrations": "ok", "redis": redis}
     assert resp.headers["Cache-Control"] == "no-store"
     assert "ETag" not in resp.headers
 

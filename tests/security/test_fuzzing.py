@@ -1,6 +1,7 @@
 """Property-based fuzzing of the whole API from its own OpenAPI document (schemathesis).
 
-A live gunicorn + gevent server on a fresh PostgreSQL database is fuzzed twice from
+A live gunicorn + gevent server as production runs it (a fresh PostgreSQL database, the Redis
+cache, two workers) is fuzzed twice from
 `/api/openapi.json`: anonymously, and with a valid token of a user registered through the API.
 Schemathesis runs its default checks (no 5xx, documented statuses, content types and response
 schemas, invalid data rejected, schema-valid data accepted, `Allow` headers, ...) in its examples,
@@ -26,7 +27,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import scratch_database
-from tests.live import live_server
+from tests.live import live_server, server_stack
 
 HERE = Path(__file__).resolve().parent
 ST = Path(sys.executable).parent / "st"
@@ -37,8 +38,12 @@ pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture(scope="module")
-def base_url() -> Iterator[str]:
-    with scratch_database("conduit_fuzz") as url, live_server(url) as base:
+def base_url(redis_url: str) -> Iterator[str]:
+    with (
+        scratch_database("conduit_fuzz") as url,
+        live_server(url, workers=2, REDIS_URL=redis_url, CACHE_TYPE="RedisCache") as base,
+    ):
+        assert server_stack(base) == ("ok", 2)
         yield base
 
 
