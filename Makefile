@@ -105,10 +105,10 @@ wrk:
 	  $(SUDO) apt-get update && $(SUDO) apt-get install -y wrk; }
 
 # make tune   sweep workers x worker_connections with the benchmark, recommend a setting (about 3 min);
-#             options: make tune TUNE_ARGS='--replicas 3', or env TUNE_*; see .venv/bin/flask --app service tune --help
+#             options: make tune TUNE_ARGS='--replicas 3', or env TUNE_*; see .venv/bin/python -m bench.tune --help
 .PHONY: tune
 tune: $(VENV)/.bench wrk
-	$(BIN)/flask --app service tune $(TUNE_ARGS)
+	$(BIN)/python -m bench.tune $(TUNE_ARGS)
 
 # make cluster          REPLICAS (3) replicas x WORKERS (2) on PostgreSQL + Redis behind HAProxy on :8080
 #                       (DATABASE_URL, REDIS_URL; more options: CLUSTER_ARGS='--port 9080', see

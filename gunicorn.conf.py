@@ -19,9 +19,9 @@ bind = [os.environ.get("BIND") or f"{os.environ.get('HOST', '127.0.0.1')}:{os.en
 
 # gevent: one worker process serves many requests concurrently while they wait
 # on PostgreSQL, Redis or the client. psycopg2 is made cooperative per worker in
-# create_app (service/green.py). gunicorn's gevent worker plus a lame-duck period
-# and a drain that closes idle keep-alive connections (service/worker.py).
-worker_class = "service.worker.GeventWorker"
+# create_app (service/storage/green.py). gunicorn's gevent worker plus a lame-duck period
+# and a drain that closes idle keep-alive connections (service/runtime/worker.py).
+worker_class = "service.runtime.worker.GeventWorker"
 
 # Worker processes (1 - 2x cores). CPU-bound Python work (JSON, routing) runs
 # one request at a time per process, so about one worker per core; measure.
@@ -82,7 +82,7 @@ control_socket_disable = True
 # Trust X-Forwarded-* only from these proxy addresses (comma-separated, CIDR ok).
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 
-# Logs are JSON lines (service/logs.py): gunicorn's messages and the app's on
+# Logs are JSON lines (service/runtime/logs.py): gunicorn's messages and the app's on
 # stderr, and the app's access line per request (request id, route, status,
 # duration, client, user) where ACCESS_LOG says: "-" stdout (default), a file
 # path (reopened when logrotate moves it), or empty for none. gunicorn's own
@@ -99,7 +99,7 @@ _access_handler = (
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"json": {"()": "service.logs.JsonFormatter"}},
+    "formatters": {"json": {"()": "service.runtime.logs.JsonFormatter"}},
     "handlers": {
         "stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"},
         **({"access": _access_handler} if _access_log else {}),
@@ -159,7 +159,7 @@ def _prometheus_dir() -> str:
     return path
 
 
-# Metrics from every worker (service/metrics.py): set before anything imports
+# Metrics from every worker (service/runtime/metrics.py): set before anything imports
 # prometheus_client, which reads the variable once at import.
 prometheus_dir = _prometheus_dir()
 

@@ -1,208 +1,491 @@
-"""The measuring half of `flask --app service tune`: budget from PostgreSQL, the sweep, the plot.
+"""`python -m bench.tune` (`make tune`): size gunicorn workers, greenlets and DB pools by measuring.
 
-Reuses the benchmark harness (bench/run.py) for the database, seeding, gunicorn and wrk; the
-rule that picks a setting, the table and the command live in service/tune.py.
+Sweeps WEB_CONCURRENCY x WORKER_CONNECTIONS with the benchmark harness (bench/run.py: a fresh
+database conduit_bench_<pid>, the seeded dataset, wrk), derives the DB pools of each setting from
+the rule in `pool_for`, checks the PostgreSQL connection budget read from the server, prints a
+table and a recommendation with its reasoning, and writes tune.json and tune.png.
+
+It lives beside the benchmark, not in the service: the deployable service never imports bench/.
+The harness, SQLAlchemy and matplotlib are imported when the command runs, so --help is quick.
 """
 
 from __future__ import annotations
 
-import http.client
+import json
 import os
-import tempfile
-import textwrap
-import threading
+import signal
+import sys
 import time
-from contextlib import ExitStack
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
-from sqlalchemy import create_engine, text
 
-from bench import run as bench
-from service.tune import Budget, Trial
-
-
-def read_budget(admin_url: str, replicas: int, headroom: int, max_connections: int | None) -> tuple[Budget, int]:
-    """The budget from the server's settings, and how many client connections it has right now."""
-    engine = create_engine(admin_url.replace("postgresql://", "postgresql+psycopg2://", 1))
-    try:
-        with engine.connect() as conn:
-            names = ("max_connections", "superuser_reserved_connections", "reserved_connections")
-            rows = conn.execute(
-                text("SELECT name, setting FROM pg_settings WHERE name = ANY(:names)"), {"names": list(names)}
-            )
-            settings = {name: int(value) for name, value in rows}
-            in_use = conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"))
-            busy = int(in_use.scalar() or 0)
-    except Exception as exc:
-        raise click.ClickException(f"PostgreSQL at {admin_url} is unavailable: {exc}") from exc
-    finally:
-        engine.dispose()
-    reserved = settings.get("superuser_reserved_connections", 3) + settings.get("reserved_connections", 0)
-    total = max_connections or settings["max_connections"]
-    return Budget(total, reserved, headroom, replicas), busy
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
+SCENARIOS = ("anon_list", "anon_list_page40", "auth_list", "article", "profile", "tags", "feed", "comment_write", "mix")
+# Per-worker connection peak of the shipped defaults: 10 reads + 5 writes + 2 x 5 overflow.
+DEFAULT_PEAK = 25
+# Below this a worker cannot read and write at the same time with any slack: 2 reads + 1 write.
+MIN_PEAK = 3
 
 
-def measure(opts: dict[str, Any], trials: list[Trial]) -> dict[str, Any]:
-    """Seed a fresh database once, then serve and load it with each trial's settings."""
-    wrk = bench.ensure_wrk()
-    out: Path = opts["out"]
-    out.mkdir(parents=True, exist_ok=True)
-    redis_stats = bench.RedisStats(opts["redis_url"])
-    prefix = f"conduit:tune:{os.getpid()}:"  # own namespace: nothing to flush, removed at start and end
-    settings = bench.Settings(
-        duration=opts["duration"],
-        scenarios=[opts["scenario"]],
-        connections=[opts["clients"]],
-        workers=max(t.workers for t in trials),
-        threads=max(1, (os.cpu_count() or 1) // 4),
-        timeout=opts["timeout"],
-        warmup=opts["warmup"],
-        nullcache=False,
-        admin_url=opts["database_url"],
-        redis_url=opts["redis_url"],
-        out=out,
-    )
-    with ExitStack() as stack:
-        stack.callback(redis_stats.close)
-        stack.enter_context(bench.own_keys(redis_stats, prefix))
-        db_url = stack.enter_context(bench.bench_database(settings.admin_url))
-        data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="conduit-tune-")))
-        base_env = bench.service_env(db_url, settings.redis_url, 1) | {"CACHE_KEY_PREFIX": prefix}
-        bench.migrate(base_env)
-        with bench.Server("tune-seed", base_env, out) as server:
-            dataset = bench.seed(server.base_url, opts["dataset_scale"])
-        bench.write_data_files(dataset, data_dir)
-        runner = bench.Runner(settings, wrk, redis_stats, data_dir)
-        runner.total_runs = sum(t.pool is not None for t in trials)
-        for trial in (t for t in trials if t.pool is not None):
-            label = f"tune-w{trial.workers}-c{trial.worker_connections}"
-            try:
-                with (
-                    bench.Server(label, base_env | trial.env(), out) as server,
-                    Probe(server.port, settings.timeout) as probe,
-                ):
-                    runner.scenario(server, trial.name, opts["scenario"])
-            except bench.BenchError as exc:
-                trial.error = f"{str(exc).splitlines()[0]} (log {out / f'gunicorn-{label}.log'})"
-                bench.log(f"    {trial.name}: {trial.error}")
-                continue
-            r = runner.results[-1]
-            trial.rps, trial.p50_ms, trial.p99_ms, trial.requests = r.rps, r.p50_ms, r.p99_ms, r.requests
-            trial.non2xx, trial.statuses, trial.socket_errors = r.non2xx, r.statuses, r.socket_errors
-            trial.probes, trial.probe_failures, trial.probe_max_ms = (
-                probe.sent,
-                probe.failed,
-                round(probe.slowest_ms, 1),
-            )
-            if probe.failed:
-                bench.log(
-                    f"    new connections: {probe.failed} of {probe.sent} probes unanswered in {settings.timeout}s"
-                )
-    return {"machine": bench.machine_info(wrk), "dataset": dataset.counts}
+@dataclass(frozen=True)
+class Pool:
+    """DB pools of one worker; `peak` is what it may open: reads + writes + 2 x overflow."""
+
+    reads: int
+    writes: int
+    overflow: int
+
+    @property
+    def peak(self) -> int:
+        return self.reads + self.writes + 2 * self.overflow
+
+    def env(self) -> dict[str, str]:
+        return {
+            "DB_POOL_SIZE": str(self.reads),
+            "DB_WRITE_POOL_SIZE": str(self.writes),
+            "DB_MAX_OVERFLOW": str(self.overflow),
+        }
+
+    def __str__(self) -> str:
+        return f"{self.reads}+{self.writes}+2x{self.overflow}"
 
 
-class Probe(threading.Thread):
-    """Can a new client get in? Every 0.5 s a fresh connection asks GET /healthz, while wrk runs.
+def pool_for(worker_connections: int, share: int, cap: int = DEFAULT_PEAK) -> Pool | None:
+    """The pools that follow from WORKER_CONNECTIONS: None when the budget leaves under MIN_PEAK.
 
-    wrk (4.x) counts a timeout only when a late response arrives, so a connection that gunicorn
-    never accepts (every greenlet of every worker holding a keep-alive connection) shows up
-    nowhere in its figures. It shows up here: the probe waits in the listen backlog and times out.
+    A worker's peak is min(worker_connections, cap, share): no more connections than greenlets
+    that could hold one, no more than `cap` (one worker runs one greenlet at a time on one core,
+    so past a couple of dozen in-flight statements the worker's CPU is the queue, not the pool),
+    and no more than its share of the PostgreSQL budget. The peak is split like the defaults:
+    a fifth each for writes and for the overflow (counted twice: both pools may overflow), the
+    rest for reads.
     """
-
-    def __init__(self, port: int, timeout: float, interval: float = 0.5) -> None:
-        super().__init__(name="tune-probe", daemon=True)
-        self.port, self.timeout, self.interval = port, timeout, interval
-        self.stopping = threading.Event()
-        self.sent = self.failed = 0
-        self.slowest_ms = 0.0
-
-    def run(self) -> None:
-        while not self.stopping.wait(self.interval):
-            started = time.monotonic()
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
-            try:
-                conn.request("GET", "/healthz", headers={"Connection": "close"})
-                response = conn.getresponse()
-                response.read()
-                ok = response.status == 200
-            except (OSError, http.client.HTTPException):
-                ok = False
-            finally:
-                conn.close()
-            self.sent += 1
-            self.failed += not ok
-            self.slowest_ms = max(self.slowest_ms, 1000 * (time.monotonic() - started))
-
-    def __enter__(self) -> Probe:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stopping.set()
-        self.join(self.timeout + 5)
+    peak = min(worker_connections, cap, share)
+    if peak < MIN_PEAK:
+        return None
+    overflow = peak // 5
+    writes = max(1, peak // 5)
+    return Pool(reads=peak - writes - 2 * overflow, writes=writes, overflow=overflow)
 
 
-def plot(trials: list[Trial], chosen: Trial | None, title: str, footer: str, path: Path) -> None:
-    """Throughput and p99 against workers, one line per WORKER_CONNECTIONS; x = rejected, ring = chosen."""
-    import matplotlib
+@dataclass(frozen=True)
+class Budget:
+    """PostgreSQL connections the service may use: max_connections - reserved - headroom."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
+    max_connections: int
+    reserved: int  # superuser_reserved_connections (+ reserved_connections on PostgreSQL 16+)
+    headroom: int
+    replicas: int
 
-    workers = sorted({t.workers for t in trials})
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    fig, (ax_rps, ax_p99) = plt.subplots(2, 1, figsize=(9, 8.5), sharex=True)
-    for j, wc in enumerate(sorted({t.worker_connections for t in trials})):
-        series = [t for t in trials if t.worker_connections == wc and t.measured]
-        xs = [workers.index(t.workers) for t in series]
-        for ax, values, fmt in (
-            (ax_rps, [t.rps for t in series], "{:,.0f}"),
-            (ax_p99, [t.p99_ms for t in series], "{:,.0f} ms"),
-        ):
-            ax.plot(xs, values, marker="o", color=colors[j % len(colors)], label=f"WORKER_CONNECTIONS={wc}")
-            for x, y, t in zip(xs, values, series, strict=True):
-                ax.annotate(fmt.format(y), (x, y), textcoords="offset points", xytext=(6, 4), fontsize=7)
-                if t.rejection:
-                    ax.scatter([x], [y], marker="x", s=140, color="red", zorder=3)
-                if t is chosen:
-                    ax.scatter([x], [y], s=420, facecolors="none", edgecolors="green", linewidths=2, zorder=3)
-    for t in trials:
-        if not t.measured:  # over budget or did not start: a grey x on the axis
-            ax_rps.scatter([workers.index(t.workers)], [0], marker="x", s=100, color="grey", zorder=3)
-    handles, _labels = ax_rps.get_legend_handles_labels()
-    handles += [
-        Line2D(
-            [],
-            [],
-            marker="x",
-            color="red",
-            linestyle="",
-            markersize=10,
-            label="rejected: failed requests or stuck connections",
-        ),
-        Line2D(
-            [], [], marker="x", color="grey", linestyle="", markersize=10, label="not run: over budget or did not start"
-        ),
-        Line2D([], [], marker="o", color="green", mfc="none", linestyle="", markersize=14, label="recommended"),
+    @property
+    def available(self) -> int:
+        return self.max_connections - self.reserved - self.headroom
+
+    def share(self, workers: int) -> int:
+        """Connections each worker may open when every replica runs `workers` workers."""
+        return max(0, self.available) // (self.replicas * workers)
+
+    def describe(self) -> str:
+        return (
+            f"{self.available} available = max_connections {self.max_connections} - {self.reserved} reserved"
+            f" - {self.headroom} headroom"
+        )
+
+
+@dataclass
+class Trial:
+    """One setting of the sweep and what the benchmark measured for it."""
+
+    workers: int
+    worker_connections: int
+    pool: Pool | None
+    rps: float = 0.0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    requests: int = 0
+    non2xx: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+    socket_errors: dict[str, int] = field(default_factory=dict)
+    probes: int = 0  # fresh connections opened during the run (GET /healthz) ...
+    probe_failures: int = 0  # ... and those not answered within the timeout
+    probe_max_ms: float = 0.0
+    error: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.workers}w x {self.worker_connections}"
+
+    @property
+    def measured(self) -> bool:
+        return self.requests > 0
+
+    @property
+    def rejection(self) -> str | None:
+        """Why this setting cannot be recommended, or None."""
+        if self.pool is None:
+            return f"over budget: fewer than {MIN_PEAK} connections per worker fit"
+        if self.error:
+            return self.error
+        failed = sum(self.socket_errors.values())
+        if self.non2xx or failed:
+            bad = ", ".join(f"{n} x {code}" for code, n in self.statuses.items() if not code.startswith("2"))
+            socket = ", ".join(f"{n} {kind}" for kind, n in self.socket_errors.items() if n)
+            return "failed requests: " + "; ".join(
+                part
+                for part in (
+                    self.non2xx and f"{self.non2xx} non-2xx ({bad})",
+                    failed and f"{failed} socket errors ({socket})",
+                )
+                if part
+            )
+        if self.probe_failures:
+            return (
+                f"{self.probe_failures} of {self.probes} new connections not answered: every greenlet was held"
+                " by a client connection (WORKER_CONNECTIONS x workers < clients)"
+            )
+        if not self.requests:
+            return "no request completed"
+        return None
+
+    def env(self) -> dict[str, str]:
+        assert self.pool is not None
+        return {"WEB_CONCURRENCY": str(self.workers), "WORKER_CONNECTIONS": str(self.worker_connections)} | (
+            self.pool.env()
+        )
+
+
+def plan(workers: Iterable[int], connections: Iterable[int], budget: Budget, cap: int) -> list[Trial]:
+    """Every workers x worker_connections setting with its pools (None when over budget)."""
+    return [
+        Trial(w, c, pool_for(c, budget.share(w), cap)) for w in sorted(set(workers)) for c in sorted(set(connections))
     ]
-    ax_rps.legend(handles=handles, fontsize=8, loc="best")
-    ax_rps.set_ylabel("requests / s (higher is better)")
-    ax_p99.set_ylabel("p99 latency, ms (lower is better)")
-    measured = [t for t in trials if t.measured]
-    for ax, top in (
-        (ax_rps, max((t.rps for t in measured), default=1)),
-        (ax_p99, max((t.p99_ms for t in measured), default=1)),
-    ):
-        ax.set_ylim(0, 1.25 * top or 1)
-        ax.grid(alpha=0.3)
-    ax_p99.set_xticks(range(len(workers)), [str(w) for w in workers])
-    ax_p99.set_xlabel("gunicorn workers per replica (WEB_CONCURRENCY)")
-    ax_rps.set_title(title, fontsize=9)
-    footer = "\n".join(textwrap.fill(line, 125, subsequent_indent="  ") for line in footer.splitlines())
-    fig.text(0.01, 0.005, footer, fontsize=7, va="bottom", family="monospace")
-    fig.tight_layout(rect=(0, 0.02 + 0.015 * footer.count("\n"), 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+
+
+def recommend(trials: list[Trial], tolerance: float) -> tuple[Trial | None, list[str]]:
+    """Pick a setting by the rule below; return it (None if all were rejected) and the reasoning.
+
+    1. reject settings that failed a request (non-2xx, socket error, timeout), left a new connection
+       unanswered (the probe), or exceed the budget;
+    2. keep those within `tolerance` of the best throughput;
+    3. of those, keep the ones within `tolerance` of the lowest p99;
+    4. prefer fewer workers, then fewer DB connections per worker, then more worker_connections.
+    """
+    reasons = [f"rejected {t.name}: {t.rejection}" for t in trials if t.rejection]
+    ok = [t for t in trials if not t.rejection]
+    if not ok:
+        reasons.append(
+            "no setting ran without errors within the budget: lower --clients, or add cores, replicas or connections"
+        )
+        return None, reasons
+    best = max(ok, key=lambda t: t.rps)
+    fast = [t for t in ok if t.rps >= (1 - tolerance) * best.rps]
+    reasons.append(f"best throughput {best.rps:,.0f} req/s ({best.name}); within {tolerance:.0%} of it: {_names(fast)}")
+    lowest = min(t.p99_ms for t in fast)
+    calm = [t for t in fast if t.p99_ms <= (1 + tolerance) * lowest]
+    reasons.append(f"lowest p99 among them {lowest:,.1f} ms; within {tolerance:.0%} of it: {_names(calm)}")
+    chosen = min(calm, key=lambda t: (t.workers, t.pool.peak if t.pool else 0, -t.worker_connections))
+    if len(calm) > 1:
+        reasons.append(f"then fewest workers, fewest DB connections per worker, most worker_connections: {chosen.name}")
+    if len({t.workers for t in trials}) > 1 and best.workers == max(t.workers for t in trials):
+        reasons.append("the best throughput came from the most workers swept: try more with --workers")
+    return chosen, reasons
+
+
+def _names(trials: list[Trial]) -> str:
+    return ", ".join(t.name for t in trials)
+
+
+def budget_lines(chosen: Trial, budget: Budget) -> list[str]:
+    """The connection arithmetic of the chosen setting, for the report."""
+    assert chosen.pool is not None
+    pool, total = chosen.pool, budget.replicas * chosen.workers * chosen.pool.peak
+    fits = budget.available // (chosen.workers * pool.peak)
+    return [
+        f"PostgreSQL budget: {budget.replicas} replica(s) x {chosen.workers} worker(s) x {pool.peak} "
+        f"({pool.reads} reads + {pool.writes} writes + 2 x {pool.overflow} overflow) = {total} "
+        f"<= {budget.describe()}",
+        f"with these pools up to {fits} replica(s) of {chosen.workers} worker(s) fit the budget",
+    ]
+
+
+def table(trials: list[Trial], chosen: Trial | None, budget: Budget) -> str:
+    header = (
+        "workers",
+        "worker_conns",
+        "pools r+w+2xo",
+        "DB conns",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+        "stuck",
+        "verdict",
+    )
+    rows = []
+    for t in trials:
+        peak = t.pool.peak if t.pool else 0
+        verdict = "RECOMMENDED" if t is chosen else ("rejected" if t.rejection else "ok")
+        rows.append(
+            (
+                str(t.workers),
+                str(t.worker_connections),
+                str(t.pool) if t.pool else "-",
+                f"{budget.replicas * t.workers * peak}/{budget.available}" if t.pool else "over",
+                f"{t.rps:,.0f}" if t.measured else "-",
+                f"{t.p50_ms:.1f}" if t.measured else "-",
+                f"{t.p99_ms:.1f}" if t.measured else "-",
+                str(t.non2xx + sum(t.socket_errors.values())) if t.measured else "-",
+                f"{t.probe_failures}/{t.probes}" if t.measured else "-",
+                verdict,
+            )
+        )
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def report(trials: list[Trial], budget: Budget, tolerance: float) -> tuple[Trial | None, str]:
+    """The table, the recommendation with its reasoning and env vars, as printed."""
+    chosen, reasons = recommend(trials, tolerance)
+    lines = [table(trials, chosen, budget), "", "Reasoning:", *(f"  - {r}" for r in reasons), ""]
+    if chosen is None:
+        lines.append("NO RECOMMENDATION: every setting was rejected (see above).")
+    else:
+        lines += [f"Recommendation: {chosen.name}", *(f"  {line}" for line in budget_lines(chosen, budget))]
+        lines += ["  set: " + " ".join(f"{k}={v}" for k, v in chosen.env().items())]
+    return chosen, "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def _int_list(_ctx: click.Context, _param: click.Parameter, value: str) -> list[int]:
+    try:
+        values = sorted({int(v) for v in value.split(",") if v.strip()})
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
+    if not values or values[0] < 1:
+        raise click.BadParameter("expected at least one integer >= 1")
+    return values
+
+
+NPROC = os.cpu_count() or 1
+# name, click arguments, help; each option also reads TUNE_<NAME> (the URLs: DATABASE_URL, REDIS_URL).
+OPTIONS: list[tuple[str, dict[str, Any], str]] = [
+    (
+        "--scenario",
+        {"type": click.Choice(SCENARIOS), "default": "mix"},
+        "benchmark scenario (bench/run.py --help); mix = 90% reads spread over the read endpoints, 10% writes",
+    ),
+    (
+        "--workers",
+        {"default": ",".join(map(str, sorted({1, NPROC, 2 * NPROC}))), "callback": _int_list},
+        "WEB_CONCURRENCY values to sweep (default: 1, cores, 2 x cores)",
+    ),
+    (
+        "--connections",
+        {"default": "32,100,1000", "callback": _int_list},
+        "WORKER_CONNECTIONS values to sweep (greenlets per worker); the DB pools follow them (see README)",
+    ),
+    (
+        "--clients",
+        {"type": click.IntRange(1), "default": 64},
+        "concurrent keep-alive connections wrk holds: what the load balancer sends to one replica (HAProxy's"
+        " maxconn per server in production; 64 keeps 2 shared cores out of overload)",
+    ),
+    (
+        "--duration",
+        {"type": click.IntRange(1), "default": 10},
+        "measured seconds per setting; keep it above --timeout + 1, or the probe cannot see connections never served",
+    ),
+    ("--warmup", {"type": click.IntRange(0), "default": 2}, "unrecorded seconds of load before each measurement"),
+    (
+        "--timeout",
+        {"type": click.IntRange(1), "default": 5},
+        "seconds after which wrk counts a request as a timeout (a socket error, which rejects the setting)",
+    ),
+    (
+        "--replicas",
+        {"type": click.IntRange(1), "default": 1},
+        "replicas that will share the PostgreSQL server (the budget is split between them)",
+    ),
+    (
+        "--headroom",
+        {"type": click.IntRange(0), "default": 5},
+        "PostgreSQL connections kept out of the budget for psql, migrations, monitoring",
+    ),
+    (
+        "--max-connections",
+        {"type": click.IntRange(1), "default": None},
+        "budget for another server than the one measured on  [default: SHOW max_connections of --database-url]",
+    ),
+    (
+        "--pool-cap",
+        {"type": click.IntRange(MIN_PEAK), "default": DEFAULT_PEAK},
+        "most DB connections per worker (reads + writes + 2 x overflow) the pools grow to",
+    ),
+    (
+        "--tolerance",
+        {"type": click.FloatRange(0, 0.5), "default": 0.10},
+        "settings within this fraction of the best throughput (then of the lowest p99) count as equal",
+    ),
+    (
+        "--database-url",
+        {"default": DEFAULT_ADMIN_URL, "envvar": "DATABASE_URL"},
+        "PostgreSQL server to measure on; a database conduit_bench_<pid> is created there and dropped",
+    ),
+    (
+        "--redis-url",
+        {"default": DEFAULT_REDIS_URL, "envvar": "REDIS_URL"},
+        "Redis for the cache; keys go under conduit:tune:<pid>: and are deleted at the end (nothing is flushed)",
+    ),
+    (
+        "--dataset-scale",
+        {"type": click.FloatRange(0.01, 1), "default": 1.0},
+        "fraction of the benchmark dataset to seed (1 = 100 users, 1,000 articles); below 1 for smoke runs only",
+    ),
+    (
+        "--out",
+        {"type": click.Path(file_okay=False, path_type=Path), "default": ROOT / "bench" / "results"},
+        "directory for tune.json, tune.png and the gunicorn logs",
+    ),
+    (
+        "--replot",
+        {"is_flag": True},
+        "measure nothing: re-analyse tune.json in --out (e.g. with another --tolerance), re-print, redraw tune.png",
+    ),
+]
+
+
+def _with_options(command: Any) -> Any:
+    for name, kwargs, text in reversed(OPTIONS):
+        envvar = "TUNE_" + name.removeprefix("--").replace("-", "_").upper()
+        kwargs = {"envvar": envvar, "show_envvar": True, "show_default": "default" in kwargs} | kwargs
+        command = click.option(name, help=text, **kwargs)(command)
+    return command
+
+
+@click.command("tune", epilog="Example: TUNE_REPLICAS=3 make tune, or make tune TUNE_ARGS='--replicas 3'.")
+@_with_options
+def tune(**opts: Any) -> None:
+    """Sweep workers x worker_connections with the benchmark and recommend a setting.
+
+    For each setting the DB pools follow WORKER_CONNECTIONS and the PostgreSQL budget
+    (replicas x workers x (DB_POOL_SIZE + DB_WRITE_POOL_SIZE + 2 x DB_MAX_OVERFLOW) must fit
+    max_connections - reserved - headroom). Prints a table and the recommendation with its
+    reasoning and env vars; writes tune.json and tune.png to --out. The defaults take about
+    3 minutes on 2 cores; the machine's other load shows up in the figures.
+
+    \b
+    Pools: a worker's peak = min(WORKER_CONNECTIONS, --pool-cap, its share of the budget);
+           1/5 writes, 1/5 overflow (counted twice), the rest reads; 25 -> 10 + 5 + 2 x 5.
+    Pick:  1. reject settings with a failed request, an unanswered new connection, or over budget;
+           2. keep those within --tolerance of the best req/s, 3. then of the lowest p99;
+           4. fewest workers, then fewest DB connections per worker, then most WORKER_CONNECTIONS.
+    """
+    try:  # fail before measuring, not at the plot
+        import matplotlib  # noqa: F401
+
+        from bench import sweep as machinery
+        from bench.run import BenchError
+    except ImportError as exc:
+        raise click.ClickException(
+            f"tune runs from the repository with the bench requirements (make tune): {exc}"
+        ) from exc
+    out: Path = opts["out"]
+    if opts["replot"]:
+        trials, budget, saved = load_sweep(out / "tune.json")
+    else:
+        try:
+            saved = _measure(opts, machinery)
+        except BenchError as exc:  # the harness says what failed and what to do
+            raise click.ClickException(str(exc)) from exc
+        trials, budget = saved["_trials"], saved["_budget"]
+    chosen, text = report(trials, budget, opts["tolerance"])
+    click.echo("\n" + text)
+    load, cores = saved.get("load_average", {}), saved["machine"].get("nproc") or 1
+    if max(load.values(), default=0) > cores:
+        click.echo(f"NOTE: load average {load['start']} -> {load['end']} on {cores} cores: other work competed")
+    if "elapsed_s" in saved:
+        click.echo(f"sweep took {saved['elapsed_s'] / 60:.1f} min")
+    s = saved["settings"]
+    title = (
+        f"{s['scenario']} at {s['clients']} client connections, {s['duration_s']} s per setting, "
+        f"{saved['machine']['nproc']} CPU(s), {budget.replicas} replica(s) budgeted"
+    )
+    footer = "\n".join(budget_lines(chosen, budget)) if chosen else "no recommendation: every setting was rejected"
+    png = out / "tune.png"
+    machinery.plot(trials, chosen, title, footer, png)
+    if not opts["replot"]:
+        saved["recommendation"] = chosen.env() if chosen else None
+        saved["trials"] = [asdict(t) for t in trials]
+        body = {k: v for k, v in saved.items() if not k.startswith("_")}
+        (out / "tune.json").write_text(json.dumps(body, indent=2) + "\n")
+        click.echo(f"wrote {out / 'tune.json'}")
+    click.echo(f"wrote {png}")
+    if chosen is None:
+        sys.exit(1)
+
+
+def _measure(opts: dict[str, Any], machinery: Any) -> dict[str, Any]:
+    from bench import run as bench
+
+    url = opts["database_url"].replace("postgres://", "postgresql://", 1)
+    if not url.startswith("postgresql"):
+        raise click.BadParameter(f"needs a PostgreSQL URL, got {url!r}", param_hint="--database-url")
+    opts["database_url"] = url
+    if opts["duration"] < opts["timeout"] + 1:  # the first probe starts 0.5 s in and fails after --timeout
+        bench.log(f"WARNING: --duration {opts['duration']} < --timeout + 1: the probe cannot see stuck connections")
+    budget, busy = machinery.read_budget(url, opts["replicas"], opts["headroom"], opts["max_connections"])
+    trials = plan(opts["workers"], opts["connections"], budget, opts["pool_cap"])
+    runs = sum(t.pool is not None for t in trials)
+    bench.log(
+        f"{len(trials)} settings ({runs} within the budget: {budget.describe()}; {busy} connections in use now); "
+        f"about {(runs * (opts['duration'] + opts['warmup'] + 5) + 30) / 60:.1f} min"
+    )
+    signal.signal(signal.SIGTERM, bench._on_signal)  # unwind: stop the servers, drop the database
+    started, load_before = time.monotonic(), os.getloadavg()[0]
+    measured = machinery.measure(opts, trials)
+    return {
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "elapsed_s": round(time.monotonic() - started, 1),
+        # 1-minute load averages: above the core count, other work competed with the measurement.
+        "load_average": {"start": round(load_before, 2), "end": round(os.getloadavg()[0], 2)},
+        **measured,
+        "settings": {
+            "scenario": opts["scenario"],
+            "clients": opts["clients"],
+            "duration_s": opts["duration"],
+            "warmup_s": opts["warmup"],
+            "wrk_timeout_s": opts["timeout"],
+            "pool_cap": opts["pool_cap"],
+            "tolerance": opts["tolerance"],
+            "dataset_scale": opts["dataset_scale"],
+        },
+        "budget": asdict(budget) | {"in_use_at_start": busy},
+        "_trials": trials,
+        "_budget": budget,
+    }
+
+
+def load_sweep(path: Path) -> tuple[list[Trial], Budget, dict[str, Any]]:
+    """The trials, budget and everything else of a tune.json written by a sweep."""
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"cannot read {path}: {exc}") from exc
+    budget = Budget(**{k: saved["budget"][k] for k in ("max_connections", "reserved", "headroom", "replicas")})
+    trials = [Trial(**(t | {"pool": Pool(**t["pool"]) if t["pool"] else None})) for t in saved["trials"]]
+    return trials, budget, saved
+
+
+if __name__ == "__main__":
+    tune()

@@ -76,7 +76,7 @@ class BaseConfig:
     CACHE_DEFAULT_TIMEOUT = 60
     # Entries the in-process cache (SimpleCache) holds per worker before it
     # evicts the ones closest to expiry (100-100000), and as many generation
-    # counters, kept apart (service/cache.py). Redis uses its maxmemory.
+    # counters, kept apart (service/caching/cache.py). Redis uses its maxmemory.
     CACHE_THRESHOLD = 500
     # Seconds a generation counter lives in Redis after its last bump (longer
     # than CACHE_DEFAULT_TIMEOUT, refused otherwise; see _check_cache).
@@ -94,7 +94,7 @@ class BaseConfig:
     # one prefix per database when several deployments share a Redis.
     CACHE_KEY_PREFIX = "conduit:v1:"
 
-    # Rate limits (service/ratelimit.py), each a limits string: "N/second|minute|hour|day", several
+    # Rate limits (service/security/ratelimit.py), each a limits string: "N/second|minute|hour|day", several
     # joined by ";" (all must hold); "off" = no limit. Counters live in Redis when REDIS_URL is set
     # (shared by every worker and replica), else in each worker's memory. A rejection is a 429 with
     # Retry-After. Off only by config: RATELIMIT_ENABLED=0 (the Testing profile and the benchmark).
@@ -275,7 +275,7 @@ def _check(settings: dict[str, Any]) -> None:
 def _check_cache(settings: dict[str, Any]) -> None:
     """Refuse cache settings under which a generation counter could go backwards or be lost routinely.
 
-    The rule (service/cache.py, module doc): a generation never takes a value it
+    The rule (service/caching/cache.py, module doc): a generation never takes a value it
     held before, so an old entry is never current again after a write. It holds
     because every value comes from a clock that only one party writes: the
     worker's own for SimpleCache (a per-process store), Redis's for RedisCache.

@@ -34,7 +34,7 @@ def create_app(overrides: Mapping[str, Any] | None = None, env: Mapping[str, str
 
 def configure_logging(app: Flask) -> None:
     """Log level, request ids, the JSON access line and request metrics (first: see logs.init_app)."""
-    from service import logs, metrics
+    from service.runtime import logs, metrics
 
     logging.getLogger("service").setLevel(app.config["LOG_LEVEL"])
     logs.init_app(app)
@@ -42,9 +42,14 @@ def configure_logging(app: Flask) -> None:
 
 
 def register_extensions(app: Flask) -> None:
-    from service import auth, cache, db, green, headers, httpcache
+    from service.api import headers, httpcache
+    from service.caching import cache
+    from service.runtime import metrics
+    from service.security import auth
+    from service.storage import db, green
 
     database = db.init_app(app)
+    metrics.instrument_database(database)  # pool gauges; the storage layer knows nothing of metrics
     if database.dialect == "postgresql" and _gevent_active():
         green.install(app.config["DB_CONNECT_TIMEOUT"])
     auth.init_app(app)
@@ -55,7 +60,7 @@ def register_extensions(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     """Every domain's blueprint, in one visible place."""
-    from service import openapi
+    from service.api import openapi
     from service.articles.routes import SlugConverter
     from service.articles.routes import bp as articles
     from service.comments.routes import bp as comments
@@ -72,23 +77,21 @@ def register_blueprints(app: Flask) -> None:
 
 def register_rate_limits(app: Flask) -> None:
     """Bind the limits the views declare (after the blueprints, whose views it wraps)."""
-    from service import ratelimit
+    from service.security import ratelimit
 
     ratelimit.init_app(app)
 
 
 def register_error_handlers(app: Flask) -> None:
-    from service.errors import register_error_handlers as register
+    from service.api.errors import register_error_handlers as register
 
     register(app)
 
 
 def register_commands(app: Flask) -> None:
     from service.cli import db_cli
-    from service.tune import tune  # click + stdlib only; the harness is imported when it runs
 
     app.cli.add_command(db_cli)
-    app.cli.add_command(tune)
 
 
 def _gevent_active() -> bool:

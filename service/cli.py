@@ -6,8 +6,8 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from service import migrate
-from service.db import get_db
+from service.storage import migrate
+from service.storage.db import get_db
 
 db_cli = AppGroup("db", help="Database schema commands.")
 

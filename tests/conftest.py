@@ -26,8 +26,9 @@ from flask.testing import FlaskClient
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import make_url
 
-from service import create_app, migrate
-from service.db import get_db
+from service import create_app
+from service.storage import migrate
+from service.storage.db import get_db
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from service import create_app  # noqa: E402 - after the path is set
-from service.openapi import build_document  # noqa: E402
+from service.api.openapi import build_document  # noqa: E402
 
 
 def main(argv: list[str]) -> int:

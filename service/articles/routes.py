@@ -8,7 +8,9 @@ from typing import Any
 from flask import Blueprint, Response, request
 from werkzeug.routing import BaseConverter
 
-from service import httpcache, idempotency, ratelimit
+from service.api import httpcache
+from service.api.endpoint import endpoint, no_content, respond
+from service.api.schemas import GenericError, Page
 from service.articles import service
 from service.articles.schemas import (
     ListQuery,
@@ -17,9 +19,8 @@ from service.articles.schemas import (
     SingleArticleResponse,
     UpdateArticleRequest,
 )
-from service.auth import current_user_id, viewer_id
-from service.schemas import GenericError, Page
-from service.web import endpoint, no_content, respond
+from service.security import idempotency, ratelimit
+from service.security.auth import current_user_id, viewer_id
 
 bp = Blueprint("articles", __name__)
 
@@ -32,7 +33,7 @@ class SlugConverter(BaseConverter):
 
     part_isolating = True
     regex = r"(?!(?:" + "|".join(re.escape(slug) for slug in sorted(service.RESERVED_SLUGS)) + r")\Z)[^/]+"
-    # Published as the path parameter's schema by service.openapi. The exclusion is told, not encoded
+    # Published as the path parameter's schema by service.api.openapi. The exclusion is told, not encoded
     # as `not: {enum: [...]}`: by OpenAPI's own rule the concrete `/api/articles/feed` path is matched
     # before this template, so such a value never names this parameter in the first place.
     openapi_schema: dict[str, Any] = {

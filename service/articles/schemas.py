@@ -5,8 +5,8 @@ from typing import Annotated
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
+from service.api.schemas import NO_NUL, Page
 from service.profiles.schemas import Profile
-from service.schemas import NO_NUL, Page
 
 MAX_TAGS = 10
 
@@ -53,7 +53,7 @@ class UpdateArticleRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class ListQuery(Page, kw_only=True):
-    # Absent means no filter; a query string has no null (service.openapi publishes these as plain strings).
+    # Absent means no filter; a query string has no null (service.api.openapi publishes these as plain strings).
     tag: Annotated[FilterValue, Meta(description="Only articles with this tag.")] | None = None
     author: Annotated[FilterValue, Meta(description="Only articles by this author (username).")] | None = None
     favorited: Annotated[FilterValue, Meta(description="Only articles this user (username) favorited.")] | None = None

@@ -19,7 +19,9 @@ from sqlalchemy import Connection, Row
 from werkzeug.datastructures import ETags
 from werkzeug.http import generate_etag
 
-from service import cache, foreign_keys, idempotency, timefmt
+from service.api import timefmt
+from service.api.errors import Forbidden, NotFound, PreconditionFailed, Unavailable, messages
+from service.api.schemas import Page
 from service.articles import repository as repo
 from service.articles.schemas import (
     Article,
@@ -30,11 +32,12 @@ from service.articles.schemas import (
     SingleArticleResponse,
     UpdateArticle,
 )
-from service.db import get_db
-from service.errors import Forbidden, NotFound, PreconditionFailed, Unavailable, messages
-from service.personalize import personalize, shared
+from service.caching import cache
+from service.caching.personalize import personalize, shared
 from service.profiles.service import to_profile
-from service.schemas import Page
+from service.security import idempotency
+from service.storage import foreign_keys
+from service.storage.db import get_db
 
 # Slugs that would be shadowed by a fixed route (GET /api/articles/feed).
 RESERVED_SLUGS = frozenset({"feed"})

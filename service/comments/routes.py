@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, url_for
 
-from service import idempotency, ratelimit
-from service.auth import current_user_id, viewer_id
+from service.api.endpoint import endpoint, no_content, respond
+from service.api.schemas import GenericError
 from service.comments import service
 from service.comments.schemas import (
     MAX_OFFSET,
@@ -14,8 +14,8 @@ from service.comments.schemas import (
     NewCommentRequest,
     SingleCommentResponse,
 )
-from service.schemas import GenericError
-from service.web import endpoint, no_content, respond
+from service.security import idempotency, ratelimit
+from service.security.auth import current_user_id, viewer_id
 
 bp = Blueprint("comments", __name__)
 TAG = "Comments"

@@ -5,8 +5,8 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
+from service.api.schemas import NO_NUL
 from service.profiles.schemas import Profile
-from service.schemas import NO_NUL
 
 CommentBody = Annotated[str, Meta(min_length=1, max_length=10_000, pattern=NO_NUL)]
 

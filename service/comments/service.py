@@ -7,14 +7,17 @@ from typing import Any
 
 from sqlalchemy import Connection, Row
 
-from service import cache, foreign_keys, idempotency, timefmt
+from service.api import timefmt
+from service.api.errors import Forbidden, NotFound, messages
 from service.articles import repository as articles_repo
+from service.caching import cache
+from service.caching.personalize import personalize, shared
 from service.comments import repository as repo
 from service.comments.schemas import Comment, CommentPage, MultipleCommentsResponse, SingleCommentResponse
-from service.db import get_db
-from service.errors import Forbidden, NotFound, messages
-from service.personalize import personalize, shared
 from service.profiles.service import to_profile
+from service.security import idempotency
+from service.storage import foreign_keys
+from service.storage.db import get_db
 
 # Ids are 64-bit; a larger number in the URL cannot name a comment.
 MAX_ID = 2**63 - 1

@@ -3,7 +3,7 @@
 `/healthz` (liveness, what the load balancer checks) answers while the process
 can serve, without touching PostgreSQL or Redis: a database blip must not make
 every replica look dead at once. It turns 503 when the worker starts shutting
-down (`service.lifecycle`), so the replica leaves the pool before it stops
+down (`service.runtime.lifecycle`), so the replica leaves the pool before it stops
 accepting. `/readyz` (readiness) also checks the database and the schema, and
 reports Redis without failing on it (the service runs uncached without it).
 `/metrics` answers only to METRICS_ALLOW.
@@ -22,13 +22,14 @@ from flask.blueprints import BlueprintSetupState
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from service import lifecycle, metrics, migrate
-from service.cache import get_cache
-from service.db import get_db
-from service.errors import NotFound, error_response
-from service.logs import AddressList, client_address
-from service.schemas import GenericError
-from service.web import endpoint, respond
+from service.api.endpoint import endpoint, respond
+from service.api.errors import NotFound, error_response
+from service.api.schemas import GenericError
+from service.caching.cache import get_cache
+from service.runtime import lifecycle, metrics
+from service.runtime.logs import AddressList, client_address
+from service.storage import migrate
+from service.storage.db import get_db
 
 log = logging.getLogger(__name__)
 bp = Blueprint("health", __name__)

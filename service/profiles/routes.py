@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from flask import Blueprint, Response
 
-from service import ratelimit
-from service.auth import current_user_id, viewer_id
+from service.api.endpoint import endpoint, respond
+from service.api.schemas import GenericError
 from service.profiles import service
 from service.profiles.schemas import ProfileResponse
-from service.schemas import GenericError
-from service.web import endpoint, respond
+from service.security import ratelimit
+from service.security.auth import current_user_id, viewer_id
 
 bp = Blueprint("profiles", __name__)
 TAG = "Profile"

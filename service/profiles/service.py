@@ -6,12 +6,14 @@ from typing import Any
 
 from sqlalchemy import Row
 
-from service import cache, foreign_keys, timefmt
-from service.db import get_db
-from service.errors import Invalid, NotFound, messages
-from service.personalize import personalize, shared
+from service.api import timefmt
+from service.api.errors import Invalid, NotFound, messages
+from service.caching import cache
+from service.caching.personalize import personalize, shared
 from service.profiles import repository as repo
 from service.profiles.schemas import Profile, ProfileResponse
+from service.storage import foreign_keys
+from service.storage.db import get_db
 
 
 def to_profile(row: Row[Any], following: bool) -> Profile:

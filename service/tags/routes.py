@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from flask import Blueprint, Response
 
+from service.api.endpoint import endpoint, respond
 from service.tags import service
 from service.tags.schemas import TagsResponse
-from service.web import endpoint, respond
 
 bp = Blueprint("tags", __name__)
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from service import cache
-from service.db import get_db
-from service.personalize import personalize, shared
+from service.caching import cache
+from service.caching.personalize import personalize, shared
+from service.storage.db import get_db
 from service.tags import repository as repo
 from service.tags.schemas import TagsResponse
 

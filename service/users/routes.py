@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from flask import Blueprint, Response
 
-from service import idempotency, ratelimit
-from service.auth import current_user_id
-from service.schemas import GenericError
+from service.api.endpoint import endpoint, respond
+from service.api.schemas import GenericError
+from service.security import idempotency, ratelimit
+from service.security.auth import current_user_id
 from service.users import service
 from service.users.schemas import LoginUserRequest, NewUserRequest, UpdateUserRequest, UserResponse
-from service.web import endpoint, respond
 
 bp = Blueprint("users", __name__)
 TAG = "User and Authentication"

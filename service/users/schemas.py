@@ -5,7 +5,7 @@ from typing import Annotated
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
-from service.schemas import NO_NUL
+from service.api.schemas import NO_NUL
 
 Username = Annotated[
     str,

@@ -9,13 +9,15 @@ from msgspec import UNSET
 from sqlalchemy import Row
 from sqlalchemy.exc import IntegrityError
 
-from service import cache, idempotency, timefmt
-from service.auth import forget_user, issue_token, passwords
-from service.db import get_db
-from service.errors import Invalid, Unauthorized, messages
+from service.api import timefmt
+from service.api.endpoint import encode
+from service.api.errors import Invalid, Unauthorized, messages
+from service.caching import cache
+from service.security import idempotency
+from service.security.auth import forget_user, issue_token, passwords
+from service.storage.db import get_db
 from service.users import repository as repo
 from service.users.schemas import NewUser, UpdateUser, User, UserResponse
-from service.web import encode
 
 # Verified against when the email is unknown, so that a wrong email and a wrong
 # password take the same time and give the same answer (no user enumeration).

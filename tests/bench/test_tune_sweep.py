@@ -1,4 +1,4 @@
-"""One short real sweep of `flask --app service tune`: PostgreSQL, Redis, gunicorn and wrk.
+"""One short real sweep of `python -m bench.tune`: PostgreSQL, Redis, gunicorn and wrk.
 
 wrk is installed by `make test` (the `wrk` target), never by a test: without it this is a NOT RUN
 locally and a failure in CI.
@@ -35,7 +35,7 @@ def test_a_real_sweep_rejects_too_few_worker_connections_and_cleans_up(
     tmp_path: Path, pg_url: str, redis_url: str, wrk: str
 ) -> None:
     """1 worker with 4 greenlets under 8 keep-alive clients: 4 are never served, and the probe sees it."""
-    cmd = [str(Path(sys.executable).parent / "flask"), "--app", "service", "tune", "--scenario", "tags"]
+    cmd = [sys.executable, "-m", "bench.tune", "--scenario", "tags"]
     cmd += ["--workers", "1", "--connections", "4,50", "--clients", "8", "--duration", "6", "--warmup", "0"]
     cmd += ["--timeout", "2", "--dataset-scale", "0.05", "--out", str(tmp_path)]
     cmd += ["--database-url", _admin_url(), "--redis-url", redis_url]

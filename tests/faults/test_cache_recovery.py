@@ -18,7 +18,7 @@ import pytest
 import redis
 from flask import Flask
 
-from service.cache import EPOCH, SharedCache, article_gen
+from service.caching.cache import EPOCH, SharedCache, article_gen
 from tests.conftest import Api, auth, build_app
 from tests.faults.servers import ThrowawayRedis
 

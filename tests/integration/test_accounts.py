@@ -23,9 +23,9 @@ from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from service import migrate
-from service.db import get_db
-from service.errors import messages
+from service.api.errors import messages
+from service.storage import migrate
+from service.storage.db import get_db
 from tests.conftest import Api, auth, build_app, scratch_database
 from tests.integration.helpers import error_messages
 from tests.live import live_server

@@ -17,7 +17,7 @@ import gevent
 import redis
 from flask import Flask
 
-from service.cache import SharedCache, get_cache
+from service.caching.cache import SharedCache, get_cache
 from tests.conftest import Api, auth, build_app, count_statements, scratch_database
 from tests.live import free_port, live_server
 

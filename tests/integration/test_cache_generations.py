@@ -18,7 +18,7 @@ import pytest
 import redis
 from flask import Flask
 
-from service.cache import SharedCache, article_gen
+from service.caching.cache import SharedCache, article_gen
 from tests.conftest import Api, auth, build_app
 
 

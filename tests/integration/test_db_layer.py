@@ -22,8 +22,9 @@ from flask.testing import FlaskClient
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
-from service import create_app, green, migrate
-from service.errors import messages
+from service import create_app
+from service.api.errors import messages
+from service.storage import green, migrate
 from tests.conftest import Api, build_app, scratch_database
 from tests.live import ROOT, free_port
 
@@ -34,7 +35,7 @@ SLEEPERS = 10
 
 @pytest.fixture
 def green_callback() -> Iterator[Callable[[float], None]]:
-    """Install service.green's wait callback on demand; always uninstall it afterwards."""
+    """Install service.storage.green's wait callback on demand; always uninstall it afterwards."""
     yield green.install
     green.uninstall()
 
@@ -160,7 +161,7 @@ def test_a_database_that_accepts_but_never_answers_gives_503_after_the_connect_t
         app.extensions["db"].dispose()
     assert_unavailable(resp)
     assert elapsed < 5, f"took {elapsed:.2f}s with DB_CONNECT_TIMEOUT=0.5"
-    # The deadline came from service.green's callback (libpq ignores connect_timeout in async mode).
+    # The deadline came from service.storage.green's callback (libpq ignores connect_timeout in async mode).
     causes = [str(r.exc_info[1]) for r in caplog.records if r.exc_info and r.exc_info[1] is not None]
     assert any("timed out after 0.5s connecting" in cause for cause in causes), causes
 

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
-from service.errors import messages
+from service.api.errors import messages
 from tests.conftest import scratch_database
 from tests.integration.test_concurrency import Reply, Server, all_at_once, create_article, register_many
 from tests.live import live_server

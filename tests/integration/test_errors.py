@@ -12,8 +12,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import text
 
-from service.db import get_db
-from service.errors import messages
+from service.api.errors import messages
+from service.storage.db import get_db
 from tests.conftest import Api, auth, build_app
 from tests.integration.helpers import error_messages
 

@@ -15,11 +15,12 @@ import pytest
 from flask import Flask
 from sqlalchemy import Connection, text
 
-from service import foreign_keys, idempotency
+from service.api.errors import messages
 from service.articles import repository as articles_repo
-from service.db import get_db
-from service.errors import messages
 from service.profiles import repository as profiles_repo
+from service.security import idempotency
+from service.storage import foreign_keys
+from service.storage.db import get_db
 from tests.conftest import Api, auth, build_app
 from tests.integration.helpers import error_messages
 

@@ -28,7 +28,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from service import green, lifecycle
+from service.runtime import lifecycle
+from service.storage import green
 from tests.conftest import build_app, count_statements, scratch_database
 from tests.live import ROOT, free_port, live_server
 
@@ -78,7 +79,8 @@ def test_both_checks_answer_503_while_draining_and_readiness_skips_the_database(
 
 
 def test_readyz_is_503_until_the_migrations_are_applied(tmp_path: Path) -> None:
-    from service import create_app, migrate
+    from service import create_app
+    from service.storage import migrate
 
     app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path}/fresh.db"}, env={"APP_ENV": "testing"})
     client = app.test_client()

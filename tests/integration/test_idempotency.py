@@ -24,9 +24,11 @@ from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from service import cache, idempotency, timefmt
+from service.api import timefmt
 from service.articles.schemas import NewArticle, NewArticleRequest
-from service.db import get_db
+from service.caching import cache
+from service.security import idempotency
+from service.storage.db import get_db
 from tests.conftest import Api, auth, scratch_database
 from tests.integration.helpers import error_messages
 from tests.live import live_server

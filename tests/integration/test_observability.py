@@ -27,8 +27,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from service import metrics
-from service.logs import AddressList, JsonFormatter, client_address
+from service.runtime import metrics
+from service.runtime.logs import AddressList, JsonFormatter, client_address
 from tests.conftest import Api, auth, build_app, scratch_database
 from tests.live import Server, live_server
 
@@ -214,7 +214,7 @@ def test_unhandled_errors_are_one_json_line_with_the_traceback_and_request_id(tm
     assert len(errors) == 1, lines
     error = errors[0]
     assert error["request_id"] == "trace-500"
-    assert error["logger"] == "service.errors"
+    assert error["logger"] == "service.api.errors"
     assert "Traceback" in error["exc"] and "RuntimeError: boom in a view" in error["exc"]
     assert isinstance(error["pid"], int) and error["ts"].endswith("Z")
 

@@ -202,8 +202,8 @@ def test_every_operation_id_is_readable_pascal_case(document: dict[str, Any]) ->
 
 
 def test_a_duplicate_operation_id_stops_the_document_from_being_built() -> None:
-    from service.openapi import build_document
-    from service.web import endpoint, respond
+    from service.api.endpoint import endpoint, respond
+    from service.api.openapi import build_document
 
     app = Flask("dup")
     for name in ("first", "second"):

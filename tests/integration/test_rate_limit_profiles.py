@@ -11,7 +11,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from service import create_app, migrate
+from service import create_app
+from service.storage import migrate
 from tests.conftest import auth
 from tests.integration.test_rate_limits import assert_limited, limited_app, login, register
 

@@ -1,4 +1,4 @@
-"""Rate limits (service/ratelimit.py) on real Redis, in process memory, and with Redis down or hung.
+"""Rate limits (service/security/ratelimit.py) on real Redis, in process memory, and with Redis down or hung.
 
 Limits are tiny here, set per test through the settings; every app has its own key prefix, so tests
 never share counters. The Testing profile switches limits off; these tests switch them on.
@@ -24,8 +24,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from config import ConfigError
-from service import metrics
-from service.errors import messages
+from service.api.errors import messages
+from service.runtime import metrics
 from tests.conftest import auth, build_app, scratch_database
 from tests.integration.helpers import error_messages
 from tests.live import free_port, live_server
@@ -74,7 +74,7 @@ def assert_limited(resp: Any) -> int:
 
 
 def rate_limited(scope: str) -> float:
-    """This process's count of requests refused by `scope` (service.metrics)."""
+    """This process's count of requests refused by `scope` (service.runtime.metrics)."""
     return metrics.REGISTRY.get_sample_value("conduit_rate_limited_total", {"scope": scope}) or 0.0
 
 

@@ -1,4 +1,4 @@
-"""How the gunicorn worker (service/worker.py) writes an answer: the socket's writes, recorded in process.
+"""How the gunicorn worker (service/runtime/worker.py) writes an answer: the socket's writes, recorded in process.
 
 A replica killed between two writes of one response has sent its head without its body, which
 HAProxy can no longer replay; so a response up to http1.ONE_WRITE bytes must leave in one write.
@@ -18,8 +18,8 @@ from gunicorn import http
 from gunicorn.config import Config
 from gunicorn.glogging import Logger
 
-from service import http1
-from service.worker import GeventWorker
+from service.runtime import http1
+from service.runtime.worker import GeventWorker
 from tests.conftest import Api, build_app
 
 ADDR = ("127.0.0.1", 40000)
@@ -141,7 +141,7 @@ def test_a_static_file_is_sent_head_first_then_the_file(
 ) -> None:
     sock, client = conn
     writes = serve(worker, sock, client, b"GET /api/docs/static/swagger-ui/NOTICE HTTP/1.1\r\nHost: x\r\n\r\n")
-    notice = (Path(__file__).parents[2] / "service/static/swagger-ui/NOTICE").read_bytes()
+    notice = (Path(__file__).parents[2] / "service/api/static/swagger-ui/NOTICE").read_bytes()
     assert writes[0].startswith(b"HTTP/1.1 200") and writes[0].endswith(b"\r\n\r\n")
     assert b"".join(writes[1:]) == notice
 

@@ -1,6 +1,6 @@
 """Schemathesis hooks for tests/security/test_fuzzing.py (loaded through SCHEMATHESIS_HOOKS).
 
-A successful password change revokes every token issued before it (service/auth.py), the fuzzer's
+A successful password change revokes every token issued before it (service/security/auth.py), the fuzzer's
 own included: from then on every protected operation would answer 401 and the authenticated run
 would test nothing. So a schema-valid new password is taken out of `PUT /api/user` bodies before
 they are sent; schemathesis re-validates the edited case, and invalid passwords (too short, too

@@ -16,8 +16,8 @@ from urllib.parse import quote
 from flask import Flask
 from sqlalchemy import inspect, text
 
-from service.db import get_db
-from service.openapi import build_document
+from service.api.openapi import build_document
+from service.storage.db import get_db
 
 # A valid body per request schema; a new schema fails test_bad_bodies.py.
 VALID_BODIES: dict[str, dict[str, Any]] = {

@@ -18,7 +18,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from service.errors import messages
+from service.api.errors import messages
 from tests.conftest import Api, auth
 from tests.security.helpers import assert_error_shape, changed_tables, operations, snapshot
 

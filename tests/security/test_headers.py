@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 
 import config
 from config import ConfigError
-from service import headers
+from service.api import headers
 from tests.conftest import Api, auth, build_app
 from tests.security.helpers import operations
 

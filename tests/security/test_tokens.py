@@ -23,8 +23,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import text
 
-from service.db import get_db
-from service.errors import messages
+from service.api.errors import messages
+from service.storage.db import get_db
 from tests.conftest import Api, auth
 from tests.security.helpers import Operation, assert_error_shape, changed_tables, operations, snapshot
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.auth import Passwords
+from service.security.auth import Passwords
 
 
 def test_a_wrong_password_is_false_and_logs_nothing(capfd: pytest.CaptureFixture[str]) -> None:

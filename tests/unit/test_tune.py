@@ -1,4 +1,4 @@
-"""The tuner (`flask --app service tune`): its rules on given numbers (the real sweep is in tests/bench)."""
+"""The tuner (`python -m bench.tune`): its rules on given numbers (the real sweep is in tests/bench)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from click.testing import CliRunner
+
+from bench.tune import MIN_PEAK, Budget, Pool, Trial, load_sweep, plan, pool_for, recommend, report, tune
 from config.settings import BaseConfig
-from service import create_app
-from service.tune import MIN_PEAK, Budget, Pool, Trial, load_sweep, plan, pool_for, recommend, report
 
 ROOT = Path(__file__).resolve().parents[2]
 BUDGET = Budget(max_connections=100, reserved=3, headroom=5, replicas=1)
@@ -115,7 +116,7 @@ def test_report_gives_the_env_vars_and_the_budget_arithmetic() -> None:
     assert "up to 1 replica(s) of 2 worker(s) fit" in text
 
 
-def test_replot_reanalyses_a_saved_sweep_through_the_flask_cli(tmp_path: Path) -> None:
+def test_replot_reanalyses_a_saved_sweep_through_the_command(tmp_path: Path) -> None:
     saved = {
         "settings": {"scenario": "mix", "clients": 256, "duration_s": 10},
         "machine": {"nproc": 2},
@@ -123,15 +124,14 @@ def test_replot_reanalyses_a_saved_sweep_through_the_flask_cli(tmp_path: Path) -
         "trials": [asdict(t) for t in sweep()],
     }
     (tmp_path / "tune.json").write_text(json.dumps(saved))
-    app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path}/unused.db"}, env={"APP_ENV": "testing"})
-    runner = app.test_cli_runner()
+    runner = CliRunner()
 
-    result = runner.invoke(args=["tune", "--replot", "--out", str(tmp_path)])
+    result = runner.invoke(tune, ["--replot", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "Recommendation: 2w x 1000" in result.output
     assert (tmp_path / "tune.png").read_bytes().startswith(b"\x89PNG")
 
-    result = runner.invoke(args=["tune", "--replot", "--out", str(tmp_path), "--tolerance", "0"])
+    result = runner.invoke(tune, ["--replot", "--out", str(tmp_path), "--tolerance", "0"])
     assert "Recommendation: 4w x 1000" in result.output
 
 

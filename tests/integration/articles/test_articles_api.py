@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from service.errors import messages
+from service.api.errors import messages
 from tests.conftest import Api, auth
 from tests.integration.helpers import error_messages
 

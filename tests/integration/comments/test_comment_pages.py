@@ -3,7 +3,7 @@
 The RealWorld spec returns every comment; this API returns pages of at most `limit` (default 100),
 so each page says how many there are (`commentsCount`) and where the next one is (an RFC 8288
 `Link: <...>; rel="next"` header), and both stay right after comments are added or deleted
-(pages are cached, see service/cache.py comments_key).
+(pages are cached, see service/caching/cache.py comments_key).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 from flask.testing import FlaskClient
 from sqlalchemy import text
 
-from service.db import get_db
+from service.storage.db import get_db
 from tests.conftest import Api, auth, count_statements
 
 NEXT = re.compile(r'<([^>]*)>\s*;\s*rel="?next"?')

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask.testing import FlaskClient
 
-from service.errors import messages
+from service.api.errors import messages
 from tests.conftest import Api, auth
 from tests.integration.helpers import error_messages
 

@@ -14,7 +14,7 @@ import msgspec
 from msgspec import Meta
 
 NO_NUL = r"^[^\x00]*$"
-# How a validation message explains a pattern that a field does not explain itself (service.validation).
+# How a validation message explains a pattern that a field does not explain itself (service.api.validation).
 PATTERN_RULES = {NO_NUL: "may not contain NUL characters"}
 
 

@@ -15,8 +15,8 @@ from typing import Any
 import orjson
 from sqlalchemy import BigInteger, Connection, bindparam, text
 
-from service.db import get_db
-from service.web import encode
+from service.api.endpoint import encode
+from service.storage.db import get_db
 
 SELECT_VIEWER_FLAGS = text(
     """

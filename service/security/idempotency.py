@@ -30,9 +30,9 @@ import msgspec
 from flask import Response, current_app, request
 from sqlalchemy import Connection, text
 
-from service import timefmt
-from service.errors import Invalid, Unavailable
-from service.web import respond as json_response
+from service.api import timefmt
+from service.api.endpoint import respond as json_response
+from service.api.errors import Invalid, Unavailable
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -47,7 +47,7 @@ PURGE_EVERY = 16
 PURGE_BATCH = 100
 
 
-class messages:  # noqa: N801 - a namespace of constants, as in service.errors
+class messages:  # noqa: N801 - a namespace of constants, as in service.api.errors
     INVALID_KEY = "Idempotency-Key must be 1-255 visible ASCII characters (no spaces)"
     KEY_REUSED = (
         "this Idempotency-Key was already used for a different request (method, path or body); "
@@ -59,7 +59,7 @@ class messages:  # noqa: N801 - a namespace of constants, as in service.errors
     )
 
 
-# Published on each keyed operation by service.openapi (the view reads the header itself).
+# Published on each keyed operation by service.api.openapi (the view reads the header itself).
 HEADER_PARAMETER: dict[str, Any] = {
     "name": HEADER,
     "in": "header",

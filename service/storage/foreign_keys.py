@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, TextClause, text
 from sqlalchemy.exc import IntegrityError
 
-from service.errors import APIError, NotFound, Unauthorized, messages
+from service.api.errors import APIError, NotFound, Unauthorized, messages
 
 ARTICLE_EXISTS = text("SELECT EXISTS (SELECT 1 FROM articles WHERE id = :id)")
 USER_EXISTS = text("SELECT EXISTS (SELECT 1 FROM users WHERE id = :id)")
@@ -45,7 +45,7 @@ ACCOUNT = Referent(USER_EXISTS, Unauthorized, messages.ACCOUNT_GONE)
 REFERENTS = {"article": ARTICLE, "profile": PROFILE, "account": ACCOUNT}
 
 # Every foreign key of the schema, by the name PostgreSQL gave it: <table>_<column>_fkey, its
-# default, as service/migrations/postgresql/*.sql name none. A test checks none is missing.
+# default, as service/storage/migrations/postgresql/*.sql name none. A test checks none is missing.
 CONSTRAINTS: dict[str, Referent] = {
     "follows_follower_id_fkey": ACCOUNT,
     "follows_followee_id_fkey": PROFILE,
@@ -90,7 +90,7 @@ def _missing(conn: Connection, ids: dict[str, int]) -> Referent | None:
 
     SQLite names no constraint ("FOREIGN KEY constraint failed"), so this asks which row is gone.
     The answer is exact, not a guess: SQLite undid only the failed statement, and the transaction
-    began IMMEDIATE (service/db.py), so it still holds the database's one write lock and no other
+    began IMMEDIATE (service/storage/db.py), so it still holds the database's one write lock and no other
     connection can have deleted or re-inserted a row since the statement failed. (On PostgreSQL
     the failed statement aborts the transaction, so there the constraint name is used instead.)
     """

@@ -16,9 +16,9 @@ import msgspec
 import orjson
 from flask import Blueprint, Flask, Response, current_app, url_for
 
-from service import ratelimit
-from service.schemas import GenericError
-from service.web import Operation, endpoint
+from service.api.endpoint import Operation, endpoint
+from service.api.schemas import GenericError
+from service.security import ratelimit
 
 bp = Blueprint("docs", __name__, static_folder="static", static_url_path="/docs/static")
 

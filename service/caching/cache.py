@@ -56,7 +56,7 @@ from gevent.event import AsyncResult
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from service import metrics
+from service.runtime import metrics
 
 log = logging.getLogger(__name__)
 

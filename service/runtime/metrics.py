@@ -28,10 +28,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client import multiprocess as prometheus_multiprocess
 from sqlalchemy import event
 
-from service.logs import current_request, elapsed, endpoint_label
+from service.runtime.logs import current_request, elapsed, endpoint_label
 
 if TYPE_CHECKING:
-    from service.db import Database
+    from service.storage.db import Database
 
 log = logging.getLogger(__name__)
 

@@ -134,7 +134,7 @@ def _database_unavailable(err: Exception) -> Response:
 def _integrity(err: sa_exc.IntegrityError) -> Response:
     # Services check what they can before writing; what reaches here is a race.
     # A foreign key whose referenced row vanished is answered by the service
-    # (service.foreign_keys), which knows whether it was an article (404) or
+    # (service.storage.foreign_keys), which knows whether it was an article (404) or
     # the token's account (401). One that gets here was not placed: guessing
     # "account gone" would sign the client out, so it is a conflict to retry,
     # and the retry's own lookup gives the precise answer.

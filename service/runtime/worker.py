@@ -9,7 +9,7 @@ The master SIGKILLs whatever is left `graceful_timeout` after its SIGTERM.
 
 This worker, on SIGTERM:
 1. when the whole replica is stopping (the master was told to stop, see
-   `replica_stopping`): marks the process draining (`service.lifecycle`):
+   `replica_stopping`): marks the process draining (`service.runtime.lifecycle`):
    /healthz and /readyz answer 503, everything else is served as usual,
    keep-alive included, for `shutdown_delay` seconds, so the load balancer's
    health check takes the replica out while it still accepts connections. A
@@ -21,7 +21,7 @@ This worker, on SIGTERM:
 3. exits as soon as no connection is left, and at the latest 1.5 s before the
    master's SIGKILL deadline, when what is left is cut off (logged as a warning).
 
-Each answer goes out through service/http1.py: a response of up to 64 KiB in one
+Each answer goes out through service/runtime/http1.py: a response of up to 64 KiB in one
 write (a killed replica has sent all of it or nothing, which HAProxy can replay),
 and a request body the app left unread drained, within bounds, before the close.
 """
@@ -46,7 +46,7 @@ from gunicorn.http.wsgi import base_environ
 from gunicorn.sock import ssl_context
 from gunicorn.workers import ggevent
 
-from service import http1, lifecycle
+from service.runtime import http1, lifecycle
 
 # Seconds kept between the worker's own forced stop and the master's SIGKILL.
 STOP_MARGIN = 1.5
@@ -107,7 +107,7 @@ class GeventWorker(ggevent.GeventWorker):  # type: ignore[misc]  # gunicorn has 
             self._connections.discard(client)
 
     def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> bool:
-        """gunicorn's AsyncWorker.handle_request (27.0.1) with two changes (service/http1.py): a response
+        """gunicorn's AsyncWorker.handle_request (27.0.1) with two changes (service/runtime/http1.py): a response
         that fits leaves in one write, and a body the app left unread closes the connection after the
         answer, once drained within bounds."""
         request_start = datetime.now()

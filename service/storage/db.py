@@ -25,8 +25,6 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy import exc as exc_module
 from sqlalchemy.engine import make_url
 
-from service import metrics
-
 SQLITE_BEGIN_READ = "BEGIN DEFERRED"
 # Writers take the lock up front: a deferred transaction that reads and then
 # writes can fail with "database is locked" without waiting for the busy timeout.
@@ -40,7 +38,7 @@ class Database:
         self.engine = engine
         self.dialect = engine.dialect.name  # "postgresql" or "sqlite"
         self.reader = reader or engine.execution_options(isolation_level="AUTOCOMMIT")
-        # engine -> gauge of requests waiting for one of its connections (service.metrics)
+        # engine -> gauge of requests waiting for one of its connections (service.runtime.metrics)
         self.waiting: dict[Engine, Any] = {}
 
     @property
@@ -167,7 +165,6 @@ def init_app(app: Flask) -> Database:
     engine = build_engine(app.config)
     reader = build_engine(app.config, reader=True) if engine.dialect.name == "postgresql" else None
     database = Database(engine, reader)
-    metrics.instrument_database(database)
     app.extensions["db"] = database
     return database
 

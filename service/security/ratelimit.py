@@ -34,9 +34,9 @@ from redis.retry import Retry
 from werkzeug.exceptions import HTTPException
 
 from config import ConfigError
-from service import logs, metrics
-from service.errors import APIError, TooManyRequests, api_error_response
-from service.web import request_body
+from service.api.endpoint import request_body
+from service.api.errors import APIError, TooManyRequests, api_error_response
+from service.runtime import logs, metrics
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -57,7 +57,7 @@ class Rule:
 def client_address() -> str:
     """The client's bucket: its address as the nearest trusted proxy saw it; an IPv6 client is its /64.
 
-    The address comes from service.logs (the access line shows the same one): X-Forwarded-For is
+    The address comes from service.runtime.logs (the access line shows the same one): X-Forwarded-For is
     read right to left only while the hop that wrote it is trusted (FORWARDED_ALLOW_IPS), so a
     client's own entries in it are never believed. One IPv6 host usually holds a whole /64."""
     address = _client_ip()
@@ -109,7 +109,7 @@ def _login_account() -> str | None:
 
 def _user() -> str | None:
     """The id of the token's user; None when anonymous or the token is invalid (auth answers 401)."""
-    from service import auth
+    from service.security import auth
 
     try:
         token = auth.token_from_header()

@@ -1,6 +1,6 @@
 """Whether this process is shutting down ("draining").
 
-The gunicorn worker (`service.worker`) calls `begin_draining()` when it receives
+The gunicorn worker (`service.runtime.worker`) calls `begin_draining()` when it receives
 SIGTERM; `/healthz` and `/readyz` answer 503 from then on, so a load balancer
 takes the replica out while it still serves (the lame-duck period,
 SHUTDOWN_DELAY). The state is per process, like the signal that sets it.

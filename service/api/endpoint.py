@@ -2,7 +2,7 @@
 
 The decorator is the single source of truth for a route's auth mode, request
 body, query parameters and responses: it applies them at run time and leaves
-them on the view function for `service.openapi` to publish, so the document
+them on the view function for `service.api.openapi` to publish, so the document
 cannot drift from what the code does.
 """
 
@@ -18,9 +18,9 @@ import msgspec
 from flask import Response, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from service import auth as authn
-from service import validation
-from service.errors import Invalid, NotFound, UnsupportedMediaType
+from service.api import validation
+from service.api.errors import Invalid, NotFound, UnsupportedMediaType
+from service.security import auth as authn
 
 F = TypeVar("F", bound=Callable[..., Any])
 AuthMode = Literal["required", "optional", "none"]

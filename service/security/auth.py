@@ -23,7 +23,7 @@ from gevent.event import AsyncResult
 from gevent.threadpool import ThreadPool
 from sqlalchemy import exc as sa_exc
 
-from service.errors import Unauthorized, messages
+from service.api.errors import Unauthorized, messages
 
 ALGORITHM = "HS256"
 MAX_USER_ID = 2**63 - 1
@@ -174,7 +174,7 @@ def _verify_signature(token: str) -> Verified:
 
 def _check_account(entry: Verified) -> None:
     """Unauthorized when the account is gone or its password changed after the token was issued."""
-    from service.db import get_db
+    from service.storage.db import get_db
     from service.users import repository as users
 
     with get_db().read() as conn:

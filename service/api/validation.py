@@ -17,7 +17,7 @@ from typing import Any
 
 from msgspec import inspect
 
-from service.schemas import PATTERN_RULES
+from service.api.schemas import PATTERN_RULES
 
 
 def problems(kind: type[Any], value: Any, lax: bool = False) -> list[str]:

@@ -1,0 +1,1 @@
+"""The shared cache: versioned keys and generations, and per-viewer personalization of cached bodies."""
