@@ -293,7 +293,7 @@ OPTIONS: list[tuple[str, dict[str, Any], str]] = [
     (
         "--connections",
         {"default": "32,100,1000", "callback": _int_list},
-        "WORKER_CONNECTIONS values to sweep (greenlets per worker); the DB pools follow them (see README)",
+        "WORKER_CONNECTIONS values to sweep (greenlets per worker); the DB pools follow them (see docs/operations.md)",
     ),
     (
         "--clients",

@@ -256,7 +256,7 @@ def _not_run_lines(skipped: list[pytest.TestReport]) -> list[str]:
         if service:
             lines.append(
                 f"NOT RUN: {tests} skipped because {service} is unavailable"
-                " - install or start it, or see README.md, section Tests"
+                " - install or start it, or see docs/development.md, section Tests"
             )
         else:
             lines.append(f"NOT RUN: {tests} skipped for other reasons")
