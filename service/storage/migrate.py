@@ -8,7 +8,7 @@ replicas starting at once apply every file exactly once.
 
 from __future__ import annotations
 
-import re
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,9 +32,34 @@ class Migration:
     path: Path
 
     def statements(self) -> list[str]:
-        """The file split into statements: at a semicolon that ends a line."""
-        body = "\n".join(line for line in self.path.read_text().splitlines() if not line.lstrip().startswith("--"))
-        return [part.strip() for part in re.split(r";\s*(?:\n|$)", body) if part.strip()]
+        """What to execute, in order, for this file.
+
+        PostgreSQL: the whole file as one string; psycopg2 sends it as one simple query, which the
+        server parses itself (string literals, comments, $$ bodies), inside the open transaction.
+        SQLite: one statement at a time (sqlite3 executes only one per call, and `executescript`
+        would commit the transaction first), cut where SQLite's own tokenizer says a statement is
+        complete, so a semicolon in a literal, a comment or a trigger body does not end it.
+        """
+        sql = self.path.read_text()
+        if self.path.parent.name != "sqlite":
+            return [sql]
+        return split_sqlite(sql)
+
+
+def split_sqlite(sql: str) -> list[str]:
+    """`sql` cut into the statements `sqlite3.complete_statement` (SQLite's own tokenizer) calls complete."""
+    statements: list[str] = []
+    start = 0
+    end = sql.find(";")
+    while end != -1:
+        if sqlite3.complete_statement(sql[start : end + 1]):
+            statements.append(sql[start : end + 1].strip())
+            start = end + 1
+        end = sql.find(";", end + 1)
+    rest = sql[start:].strip()
+    if rest:  # a last statement without its semicolon, or only comments (sqlite3 runs those as a no-op)
+        statements.append(rest)
+    return statements
 
 
 def available(dialect: str) -> list[Migration]:

@@ -315,3 +315,59 @@ def test_replicas_migrating_a_fresh_postgresql_database_at_once_apply_each_versi
 def test_replicas_migrating_a_fresh_sqlite_file_at_once_apply_each_version_exactly_once(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/replicas.db"
     assert_applied_once(url, "sqlite", upgrade_concurrently(url))
+
+
+# Statements a splitter must not cut: a semicolon ending a line inside a string literal, after a trailing
+# comment, and inside a body (a PL/pgSQL $$ function, a SQLite trigger).
+TRICKY_MIGRATIONS = {
+    "postgresql": """-- A comment; with a semicolon
+CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL); -- trailing;
+INSERT INTO notes (id, body) VALUES (1, 'one;
+two');
+CREATE FUNCTION note_count() RETURNS BIGINT AS $$
+BEGIN
+    RETURN (SELECT COUNT(*) FROM notes);
+END;
+$$ LANGUAGE plpgsql;
+""",
+    "sqlite": """-- A comment; with a semicolon
+CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL); -- trailing;
+INSERT INTO notes (id, body) VALUES (1, 'one;
+two');
+CREATE TABLE note_log (note_id INTEGER NOT NULL);
+CREATE TRIGGER notes_logged AFTER INSERT ON notes BEGIN
+    INSERT INTO note_log (note_id) VALUES (new.id);
+END;
+-- A last comment; nothing after it
+""",
+}
+TRICKY_CHECKS = {
+    "postgresql": "SELECT body, note_count() FROM notes",
+    "sqlite": "SELECT body, (SELECT COUNT(*) FROM note_log) FROM notes",
+}
+
+
+def apply_tricky_migration(database_url: str, dialect: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "migrations" / dialect).mkdir(parents=True)
+    (tmp_path / "migrations" / dialect / "0001_tricky.sql").write_text(TRICKY_MIGRATIONS[dialect])
+    monkeypatch.setattr(migrate, "MIGRATIONS", tmp_path / "migrations")
+    engine = unmigrated_app(database_url).extensions["db"].engine
+    assert migrate.upgrade(engine) == ["0001_tricky"]
+    with engine.connect() as conn:
+        assert conn.execute(text(TRICKY_CHECKS[dialect])).all() == [("one;\ntwo", 1 if dialect == "postgresql" else 0)]
+    assert migrate.pending(engine) == []
+    assert migrate.upgrade(engine) == []
+
+
+@pytest.mark.postgres
+def test_a_postgresql_migration_with_semicolons_in_literals_comments_and_bodies_applies_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with scratch_database("conduit_split") as url:
+        apply_tricky_migration(url, "postgresql", tmp_path, monkeypatch)
+
+
+def test_a_sqlite_migration_with_semicolons_in_literals_comments_and_triggers_applies_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    apply_tricky_migration(f"sqlite:///{tmp_path}/tricky.db", "sqlite", tmp_path, monkeypatch)
