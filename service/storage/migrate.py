@@ -22,6 +22,8 @@ CREATE_MIGRATIONS_TABLE = text(
     "CREATE TABLE IF NOT EXISTS schema_migrations (version TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
 )
 TAKE_PG_LOCK = text("SELECT pg_advisory_xact_lock(:lock_id)")
+# DB_STATEMENT_TIMEOUT_MS bounds requests; a start waits for the lock, and a migration runs, as long as it takes.
+LIFT_PG_STATEMENT_TIMEOUT = text("SET LOCAL statement_timeout = 0")
 SELECT_APPLIED = text("SELECT version FROM schema_migrations")
 INSERT_APPLIED = text("INSERT INTO schema_migrations (version, applied_at) VALUES (:version, CURRENT_TIMESTAMP)")
 
@@ -77,6 +79,7 @@ def upgrade(engine: Engine) -> list[str]:
     # SQLite: BEGIN IMMEDIATE (see db.py) serializes concurrent runners.
     with engine.connect().execution_options(write=True) as conn, conn.begin():
         if engine.dialect.name == "postgresql":
+            conn.execute(LIFT_PG_STATEMENT_TIMEOUT)
             conn.execute(TAKE_PG_LOCK, {"lock_id": LOCK_ID})
         seen = applied(conn)
         for migration in available(engine.dialect.name):

@@ -371,3 +371,66 @@ def test_a_sqlite_migration_with_semicolons_in_literals_comments_and_triggers_ap
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     apply_tricky_migration(f"sqlite:///{tmp_path}/tricky.db", "sqlite", tmp_path, monkeypatch)
+
+
+@pytest.mark.postgres
+def test_a_runner_killed_while_holding_the_migration_lock_does_not_block_the_next_start() -> None:
+    """The lock is a transaction-scoped advisory lock: the server drops it with the dead session.
+    (A lock kept as a row in a table would stay behind and refuse every later start.)"""
+    holder = (
+        "import os, signal, sys\n"
+        "from sqlalchemy import create_engine\n"
+        "from service.storage import migrate\n"
+        "conn = create_engine(sys.argv[1]).connect()\n"
+        "conn.begin()\n"
+        "conn.execute(migrate.TAKE_PG_LOCK, {'lock_id': migrate.LOCK_ID})\n"
+        "print('locked', flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    with scratch_database("conduit_killed") as url:
+        psycopg2_url = make_url(url).set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
+        proc = subprocess.run(
+            [sys.executable, "-c", holder, psycopg2_url], cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
+        assert proc.returncode == -9 and proc.stdout == "locked\n", proc
+        results = upgrade_concurrently(url, replicas=1)
+        assert [code for code, _, _ in results] == [0], results
+        assert "applied 0001_initial" in results[0][1], results
+
+
+@pytest.mark.postgres
+def test_a_replica_waits_for_the_migration_lock_longer_than_the_statement_timeout() -> None:
+    """DB_STATEMENT_TIMEOUT_MS bounds requests, not a start waiting for another replica's migrations."""
+    with scratch_database("conduit_lockwait") as url:
+        holder = create_engine(make_url(url).set(drivername="postgresql+psycopg2"))
+        engine = unmigrated_app(url, DB_STATEMENT_TIMEOUT_MS=200).extensions["db"].engine
+        try:
+            with holder.connect() as conn:
+                conn.begin()
+                conn.execute(migrate.TAKE_PG_LOCK, {"lock_id": migrate.LOCK_ID})
+                release = threading.Timer(1.0, conn.rollback)
+                release.start()
+                started = time.monotonic()
+                try:
+                    assert migrate.upgrade(engine)[0] == "0001_initial"
+                finally:
+                    release.join()
+                assert time.monotonic() - started >= 1.0
+        finally:
+            engine.dispose()
+            holder.dispose()
+
+
+@pytest.mark.postgres
+def test_a_migration_statement_may_run_longer_than_the_statement_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "postgresql").mkdir()
+    (tmp_path / "postgresql" / "0001_slow.sql").write_text("SELECT pg_sleep(0.5);\n")
+    monkeypatch.setattr(migrate, "MIGRATIONS", tmp_path)
+    with scratch_database("conduit_slow") as url:
+        engine = unmigrated_app(url, DB_STATEMENT_TIMEOUT_MS=200).extensions["db"].engine
+        try:
+            assert migrate.upgrade(engine) == ["0001_slow"]
+        finally:
+            engine.dispose()
