@@ -3,7 +3,8 @@
 Files live in `migrations/<dialect>/NNNN_name.sql`, one set per dialect side by
 side. `upgrade()` applies the missing ones in order, each in the same
 transaction as its row in `schema_migrations`, under a lock, so that several
-replicas starting at once apply every file exactly once.
+replicas starting at once apply every file exactly once. How to add one, and why this
+runner rather than a library: docs/migrations.md.
 """
 
 from __future__ import annotations

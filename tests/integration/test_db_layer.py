@@ -434,3 +434,19 @@ def test_a_migration_statement_may_run_longer_than_the_statement_timeout(
             assert migrate.upgrade(engine) == ["0001_slow"]
         finally:
             engine.dispose()
+
+
+def test_db_pending_lists_what_is_not_applied_and_exits_1_until_upgrade(tmp_path: Path) -> None:
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/pending.db", "APP_ENV": "testing"}
+
+    def flask_db(command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(FLASK), "--app", "service", "db", command], env=env, cwd=ROOT, capture_output=True, text=True
+        )
+
+    versions = [m.version for m in migrate.available("sqlite")]
+    before = flask_db("pending")
+    assert (before.returncode, before.stdout.split()) == (1, versions), before
+    assert flask_db("upgrade").returncode == 0
+    after = flask_db("pending")
+    assert (after.returncode, after.stdout) == (0, ""), after
