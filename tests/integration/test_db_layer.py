@@ -315,3 +315,138 @@ def test_replicas_migrating_a_fresh_postgresql_database_at_once_apply_each_versi
 def test_replicas_migrating_a_fresh_sqlite_file_at_once_apply_each_version_exactly_once(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/replicas.db"
     assert_applied_once(url, "sqlite", upgrade_concurrently(url))
+
+
+# Statements a splitter must not cut: a semicolon ending a line inside a string literal, after a trailing
+# comment, and inside a body (a PL/pgSQL $$ function, a SQLite trigger).
+TRICKY_MIGRATIONS = {
+    "postgresql": """-- A comment; with a semicolon
+CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL); -- trailing;
+INSERT INTO notes (id, body) VALUES (1, 'one;
+two');
+CREATE FUNCTION note_count() RETURNS BIGINT AS $$
+BEGIN
+    RETURN (SELECT COUNT(*) FROM notes);
+END;
+$$ LANGUAGE plpgsql;
+""",
+    "sqlite": """-- A comment; with a semicolon
+CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL); -- trailing;
+INSERT INTO notes (id, body) VALUES (1, 'one;
+two');
+CREATE TABLE note_log (note_id INTEGER NOT NULL);
+CREATE TRIGGER notes_logged AFTER INSERT ON notes BEGIN
+    INSERT INTO note_log (note_id) VALUES (new.id);
+END;
+-- A last comment; nothing after it
+""",
+}
+TRICKY_CHECKS = {
+    "postgresql": "SELECT body, note_count() FROM notes",
+    "sqlite": "SELECT body, (SELECT COUNT(*) FROM note_log) FROM notes",
+}
+
+
+def apply_tricky_migration(database_url: str, dialect: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "migrations" / dialect).mkdir(parents=True)
+    (tmp_path / "migrations" / dialect / "0001_tricky.sql").write_text(TRICKY_MIGRATIONS[dialect])
+    monkeypatch.setattr(migrate, "MIGRATIONS", tmp_path / "migrations")
+    engine = unmigrated_app(database_url).extensions["db"].engine
+    assert migrate.upgrade(engine) == ["0001_tricky"]
+    with engine.connect() as conn:
+        assert conn.execute(text(TRICKY_CHECKS[dialect])).all() == [("one;\ntwo", 1 if dialect == "postgresql" else 0)]
+    assert migrate.pending(engine) == []
+    assert migrate.upgrade(engine) == []
+
+
+@pytest.mark.postgres
+def test_a_postgresql_migration_with_semicolons_in_literals_comments_and_bodies_applies_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with scratch_database("conduit_split") as url:
+        apply_tricky_migration(url, "postgresql", tmp_path, monkeypatch)
+
+
+def test_a_sqlite_migration_with_semicolons_in_literals_comments_and_triggers_applies_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    apply_tricky_migration(f"sqlite:///{tmp_path}/tricky.db", "sqlite", tmp_path, monkeypatch)
+
+
+@pytest.mark.postgres
+def test_a_runner_killed_while_holding_the_migration_lock_does_not_block_the_next_start() -> None:
+    """The lock is a transaction-scoped advisory lock: the server drops it with the dead session.
+    (A lock kept as a row in a table would stay behind and refuse every later start.)"""
+    holder = (
+        "import os, signal, sys\n"
+        "from sqlalchemy import create_engine\n"
+        "from service.storage import migrate\n"
+        "conn = create_engine(sys.argv[1]).connect()\n"
+        "conn.begin()\n"
+        "conn.execute(migrate.TAKE_PG_LOCK, {'lock_id': migrate.LOCK_ID})\n"
+        "print('locked', flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    with scratch_database("conduit_killed") as url:
+        psycopg2_url = make_url(url).set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
+        proc = subprocess.run(
+            [sys.executable, "-c", holder, psycopg2_url], cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
+        assert proc.returncode == -9 and proc.stdout == "locked\n", proc
+        results = upgrade_concurrently(url, replicas=1)
+        assert [code for code, _, _ in results] == [0], results
+        assert "applied 0001_initial" in results[0][1], results
+
+
+@pytest.mark.postgres
+def test_a_replica_waits_for_the_migration_lock_longer_than_the_statement_timeout() -> None:
+    """DB_STATEMENT_TIMEOUT_MS bounds requests, not a start waiting for another replica's migrations."""
+    with scratch_database("conduit_lockwait") as url:
+        holder = create_engine(make_url(url).set(drivername="postgresql+psycopg2"))
+        engine = unmigrated_app(url, DB_STATEMENT_TIMEOUT_MS=200).extensions["db"].engine
+        try:
+            with holder.connect() as conn:
+                conn.begin()
+                conn.execute(migrate.TAKE_PG_LOCK, {"lock_id": migrate.LOCK_ID})
+                release = threading.Timer(1.0, conn.rollback)
+                release.start()
+                started = time.monotonic()
+                try:
+                    assert migrate.upgrade(engine)[0] == "0001_initial"
+                finally:
+                    release.join()
+                assert time.monotonic() - started >= 1.0
+        finally:
+            engine.dispose()
+            holder.dispose()
+
+
+@pytest.mark.postgres
+def test_a_migration_statement_may_run_longer_than_the_statement_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "postgresql").mkdir()
+    (tmp_path / "postgresql" / "0001_slow.sql").write_text("SELECT pg_sleep(0.5);\n")
+    monkeypatch.setattr(migrate, "MIGRATIONS", tmp_path)
+    with scratch_database("conduit_slow") as url:
+        engine = unmigrated_app(url, DB_STATEMENT_TIMEOUT_MS=200).extensions["db"].engine
+        try:
+            assert migrate.upgrade(engine) == ["0001_slow"]
+        finally:
+            engine.dispose()
+
+
+def test_db_pending_lists_what_is_not_applied_and_exits_1_until_upgrade(tmp_path: Path) -> None:
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/pending.db", "APP_ENV": "testing"}
+
+    def flask_db(command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(FLASK), "--app", "service", "db", command], env=env, cwd=ROOT, capture_output=True, text=True
+        )
+
+    versions = [m.version for m in migrate.available("sqlite")]
+    before = flask_db("pending")
+    assert (before.returncode, before.stdout.split()) == (1, versions), before
+    assert flask_db("upgrade").returncode == 0
+    after = flask_db("pending")
+    assert (after.returncode, after.stdout) == (0, ""), after
