@@ -174,9 +174,6 @@ def plot(results: list[RunResult], settings: Settings, path: Path, title: str) -
     plt.close(fig)
 
 
-# --------------------------------------------------------------------------- main
-
-
 def show(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 

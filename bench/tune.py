@@ -1,9 +1,10 @@
 """`python -m bench.tune` (`make tune`): size gunicorn workers, greenlets and DB pools by measuring.
 
-Sweeps WEB_CONCURRENCY x WORKER_CONNECTIONS with the benchmark harness (bench/run.py: a fresh
-database conduit_bench_<pid>, the seeded dataset, wrk), derives the DB pools of each setting from
-the rule in `pool_for`, checks the PostgreSQL connection budget read from the server, prints a
-table and a recommendation with its reasoning, and writes tune.json and tune.png.
+Sweeps WEB_CONCURRENCY x WORKER_CONNECTIONS with the benchmark harness (bench/stores.py, dataset.py,
+servers.py, scenarios.py: a fresh database conduit_bench_<pid>, the seeded dataset, wrk), derives the
+DB pools of each setting from the rule in `pool_for` (bench/tuning_rules.py), checks the PostgreSQL
+connection budget read from the server, prints a table and a recommendation with its reasoning, and
+writes tune.json and tune.png.
 
 It lives beside the benchmark, not in the service: the deployable service never imports bench/.
 The harness, SQLAlchemy and matplotlib are imported when the command runs, so --help is quick.
@@ -29,9 +30,6 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
 SCENARIOS = ("anon_list", "anon_list_page40", "auth_list", "article", "profile", "tags", "feed", "comment_write", "mix")
-
-
-# --------------------------------------------------------------------------- the command
 
 
 def _int_list(_ctx: click.Context, _param: click.Parameter, value: str) -> list[int]:
