@@ -1,6 +1,6 @@
 """The framework-free ceiling: a bare WSGI app answering a fixed 200-byte JSON.
 
-Served by bench/run.py under the service's own gunicorn config
+Served by the benchmark (bench/servers.py) under the service's own gunicorn config
 (`gunicorn -c gunicorn.conf.py bench.ceiling:app`), it measures what gunicorn +
 gevent + the HTTP client can do on this machine with no Flask, no database and
 no cache, so each scenario can be read as a fraction of it.

@@ -1,7 +1,8 @@
 """The measuring half of `python -m bench.tune`: budget from PostgreSQL, the sweep, the plot.
 
-Reuses the benchmark harness (bench/run.py) for the database, seeding, gunicorn and wrk; the
-rule that picks a setting, the table and the command live in bench/tune.py.
+Reuses the benchmark harness (bench/stores.py, dataset.py, servers.py, scenarios.py) for the database,
+seeding, gunicorn and wrk; the rule that picks a setting and the table live in bench/tuning_rules.py,
+the command in bench/tune.py.
 """
 
 from __future__ import annotations
@@ -19,8 +20,13 @@ from typing import Any
 import click
 from sqlalchemy import create_engine, text
 
-from bench import run as bench
-from bench.tune import Budget, Trial
+from bench.common import BenchError, Settings, log
+from bench.dataset import seed, write_data_files
+from bench.report import machine_info
+from bench.scenarios import Runner, ensure_wrk
+from bench.servers import Server, migrate, service_env
+from bench.stores import RedisStats, bench_database, own_keys
+from bench.tuning_rules import Budget, Trial
 
 
 def read_budget(admin_url: str, replicas: int, headroom: int, max_connections: int | None) -> tuple[Budget, int]:
@@ -46,12 +52,12 @@ def read_budget(admin_url: str, replicas: int, headroom: int, max_connections: i
 
 def measure(opts: dict[str, Any], trials: list[Trial]) -> dict[str, Any]:
     """Seed a fresh database once, then serve and load it with each trial's settings."""
-    wrk = bench.ensure_wrk()
+    wrk = ensure_wrk()
     out: Path = opts["out"]
     out.mkdir(parents=True, exist_ok=True)
-    redis_stats = bench.RedisStats(opts["redis_url"])
+    redis_stats = RedisStats(opts["redis_url"])
     prefix = f"conduit:tune:{os.getpid()}:"  # own namespace: nothing to flush, removed at start and end
-    settings = bench.Settings(
+    settings = Settings(
         duration=opts["duration"],
         scenarios=[opts["scenario"]],
         connections=[opts["clients"]],
@@ -66,27 +72,28 @@ def measure(opts: dict[str, Any], trials: list[Trial]) -> dict[str, Any]:
     )
     with ExitStack() as stack:
         stack.callback(redis_stats.close)
-        stack.enter_context(bench.own_keys(redis_stats, prefix))
-        db_url = stack.enter_context(bench.bench_database(settings.admin_url))
+        stack.enter_context(own_keys(redis_stats, prefix))
+        db_url = stack.enter_context(bench_database(settings.admin_url))
         data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="conduit-tune-")))
-        base_env = bench.service_env(db_url, settings.redis_url, 1) | {"CACHE_KEY_PREFIX": prefix}
-        bench.migrate(base_env)
-        with bench.Server("tune-seed", base_env, out) as server:
-            dataset = bench.seed(server.base_url, opts["dataset_scale"])
-        bench.write_data_files(dataset, data_dir)
-        runner = bench.Runner(settings, wrk, redis_stats, data_dir)
+        base_env = service_env(db_url, settings.redis_url, 1) | {"CACHE_KEY_PREFIX": prefix}
+        migrate(base_env)
+        with Server("tune-seed", base_env, out) as server:
+            dataset = seed(server.base_url, opts["dataset_scale"])
+        write_data_files(dataset, data_dir)
+        runner = Runner(settings, wrk, redis_stats, data_dir)
         runner.total_runs = sum(t.pool is not None for t in trials)
         for trial in (t for t in trials if t.pool is not None):
             label = f"tune-w{trial.workers}-c{trial.worker_connections}"
             try:
                 with (
-                    bench.Server(label, base_env | trial.env(), out) as server,
+                    Server(label, base_env | trial.env(), out) as server,
                     Probe(server.port, settings.timeout) as probe,
                 ):
                     runner.scenario(server, trial.name, opts["scenario"])
-            except bench.BenchError as exc:
-                trial.error = f"{str(exc).splitlines()[0]} (log {out / f'gunicorn-{label}.log'})"
-                bench.log(f"    {trial.name}: {trial.error}")
+            except BenchError as exc:
+                first, log_path = str(exc).splitlines()[0], out / f"gunicorn-{label}.log"
+                trial.error = first if str(log_path) in first else f"{first} (log {log_path})"
+                log(f"    {trial.name}: {trial.error}")
                 continue
             r = runner.results[-1]
             trial.rps, trial.p50_ms, trial.p99_ms, trial.requests = r.rps, r.p50_ms, r.p99_ms, r.requests
@@ -97,10 +104,8 @@ def measure(opts: dict[str, Any], trials: list[Trial]) -> dict[str, Any]:
                 round(probe.slowest_ms, 1),
             )
             if probe.failed:
-                bench.log(
-                    f"    new connections: {probe.failed} of {probe.sent} probes unanswered in {settings.timeout}s"
-                )
-    return {"machine": bench.machine_info(wrk), "dataset": dataset.counts}
+                log(f"    new connections: {probe.failed} of {probe.sent} probes unanswered in {settings.timeout}s")
+    return {"machine": machine_info(wrk), "dataset": dataset.counts}
 
 
 class Probe(threading.Thread):

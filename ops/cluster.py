@@ -27,13 +27,12 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from ops import database, procs
+from ops import database, launcher, procs
 from ops.lbadmin import Admin, AdminError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,14 +83,6 @@ def port_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url + "/healthz", timeout=1) as resp:  # noqa: S310 - http to a replica
-            return bool(resp.status == 200)
-    except OSError:
-        return False
 
 
 class Cluster:
@@ -201,10 +192,9 @@ class Cluster:
         if not procs.wait_gone(migrate, timeout):
             raise ClusterError(f"migrations did not finish in {timeout:.0f} s; see {self.dir / 'migrate.log'}")
         try:
-            for name in ports:
-                self._spawn_replica(name)
-            for name in ports:
-                self._wait_healthy(name, timeout)
+            started = [self._spawn_replica(name) for name in ports]
+            for replica in started:
+                self._wait_healthy(replica, timeout)
             # -W: master-worker, so `kill -USR2 <pid>` reloads haproxy.cfg and servers.cfg without a lost connection.
             haproxy = procs.spawn(self._haproxy_argv("-W", "-db"), {**base, **lb}, ROOT, self.dir / "haproxy.log")
             self._record("haproxy", haproxy)
@@ -224,19 +214,19 @@ class Cluster:
         if out.returncode != 0:
             raise ClusterError(f"haproxy -c failed:\n{out.stdout}{out.stderr}")
 
-    def _spawn_replica(self, name: str) -> None:
+    def _spawn_replica(self, name: str) -> launcher.Gunicorn:
         _host, port = self.replicas()[name]
-        env = {**self.state["env"], "PORT": str(port)}
-        argv = [str(Path(sys.executable).parent / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py")]
-        self._record(name, procs.spawn(argv, env, ROOT, self.dir / f"{name}.log"))
+        replica = launcher.start(
+            self.state["env"], port, self.dir / f"{name}.log", label=name, append=True, new_session=True
+        )
+        self._record(name, procs.adopt(replica.proc))
+        return replica
 
-    def _wait_healthy(self, name: str, timeout: float) -> None:
-        _host, port = self.replicas()[name]
-        proc, deadline = self._proc(name), time.monotonic() + timeout
-        while not healthy(f"http://127.0.0.1:{port}"):
-            if proc is None or not procs.running(proc) or time.monotonic() > deadline:
-                raise ClusterError(f"{name} did not become healthy on port {port}; see {self.dir / (name + '.log')}")
-            time.sleep(0.1)
+    def _wait_healthy(self, replica: launcher.Gunicorn, timeout: float) -> None:
+        try:
+            replica.wait_healthy(timeout)
+        except launcher.LaunchError as exc:
+            raise ClusterError(str(exc)) from exc
 
     def _wait_lb_up(self, names: list[str], timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -287,8 +277,7 @@ class Cluster:
         proc = self._proc(name)
         if proc is not None and procs.owns_group(proc):
             raise ClusterError(f"{name} is running (pid {proc.pid})")
-        self._spawn_replica(name)
-        self._wait_healthy(name, timeout)
+        self._wait_healthy(self._spawn_replica(name), timeout)
 
     # -- rolling restart --------------------------------------------------------------------------
     def rolling_restart(
@@ -317,8 +306,7 @@ class Cluster:
             # Seen DOWN first, so the UP awaited below is the new process's (and slowstart applies).
             self._wait_lb(admin, name, up=False, timeout=10.0)
             t2 = time.monotonic()
-            self._spawn_replica(name)
-            self._wait_healthy(name, up_timeout)
+            self._wait_healthy(self._spawn_replica(name), up_timeout)
             t3 = time.monotonic()
             if not self._wait_lb(admin, name, up=True, timeout=up_timeout):
                 raise ClusterError(f"HAProxy does not see the new {name} UP; it stays drained")

@@ -43,6 +43,11 @@ def spawn(argv: Sequence[str], env: Mapping[str, str], cwd: Path, log: Path) -> 
         proc = subprocess.Popen(  # noqa: S603 - argv from this package, no shell
             list(argv), env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
         )
+    return adopt(proc)
+
+
+def adopt(proc: subprocess.Popen[bytes]) -> Process:
+    """The record of a child started elsewhere (ops.launcher) in its own session; it is reaped here."""
     _children[proc.pid] = proc
     stat = _stat(proc.pid)
     return Process(proc.pid, stat[2] if stat else 0)

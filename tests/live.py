@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +17,8 @@ from urllib.parse import urlsplit
 
 import redis
 
+from ops import launcher
+from ops.launcher import free_port
 from tests.conftest import forget_keys
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,12 +40,6 @@ def server_stack(server: Server) -> tuple[str, int]:
     return redis_state, len(children)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def live_server(database_url: str, workers: int = 2, **env: str) -> Iterator[Server]:
     """Migrate `database_url`, start gunicorn on a free port, yield its base URL, stop it.
@@ -57,41 +52,20 @@ def live_server(database_url: str, workers: int = 2, **env: str) -> Iterator[Ser
         **os.environ,
         "APP_ENV": "testing",
         "DATABASE_URL": database_url,
-        "PORT": str(port),
-        "WEB_CONCURRENCY": str(workers),
         "ACCESS_LOG": "",
         "CACHE_KEY_PREFIX": f"test:{port}:{time.time_ns()}:",
         **env,
     }
     bin_dir = Path(sys.executable).parent
     subprocess.run([bin_dir / "flask", "--app", "service", "db", "upgrade"], env=environ, cwd=ROOT, check=True)
-    (ROOT / "var").mkdir(exist_ok=True)  # var/ is git-ignored: absent in a fresh clone
-    log = open(ROOT / "var" / f"gunicorn-{port}.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [bin_dir / "gunicorn", "-c", "gunicorn.conf.py"], env=environ, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
-    )
-    base = f"http://127.0.0.1:{port}"
+    # var/ is git-ignored: absent in a fresh clone; the launcher creates it
+    started = launcher.start(environ, port, ROOT / "var" / f"gunicorn-{port}.log", workers=workers)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(base + "/healthz", timeout=1) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"gunicorn did not start; see {log.name}") from None
-                time.sleep(0.1)
-        server = Server(base)
-        server.proc, server.log_path = proc, Path(log.name)
-        yield server
+        with launcher.serving(started, timeout=30) as running:
+            server = Server(running.url)
+            server.proc, server.log_path = running.proc, running.log_path
+            yield server
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
         if environ.get("REDIS_URL"):
             with suppress(redis.RedisError):  # a Redis a test took down or hung: the TTLs clean up
                 forget_keys(environ["REDIS_URL"], environ["CACHE_KEY_PREFIX"])

@@ -1,12 +1,12 @@
 -- Shared by every scenario script: seeded data, per-thread status counters and
--- the machine-readable summary line bench/run.py parses.
+-- the machine-readable summary line bench/scenarios.py parses.
 --
 -- wrk runs one Lua state per thread plus one for setup()/done(); globals are per
 -- state. Each thread counts statuses in its own `statuses` table, and done()
 -- collects them through the thread objects that setup() kept.
 --
 -- Data comes from text files (one value per line) in $BENCH_DATA_DIR:
--- slugs.txt, usernames.txt, tokens.txt, written by bench/run.py after seeding.
+-- slugs.txt, usernames.txt, tokens.txt, written by bench/dataset.py after seeding.
 
 local data_dir = os.getenv("BENCH_DATA_DIR") or "."
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import redis
 
-from bench import run as bench
+from bench import stores as bench
 
 
 def test_the_bench_deletes_only_its_own_keys_at_start_and_at_the_end(

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from bench.tune import MIN_PEAK, Budget, Pool, Trial, load_sweep, plan, pool_for, recommend, report, tune
+from bench.tune import load_sweep, tune
+from bench.tuning_rules import MIN_PEAK, Budget, Pool, Trial, plan, pool_for, recommend, report
 from config.settings import BaseConfig
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,0 +1,224 @@
+"""What a run reports: the machine it ran on, the table, latest.png, and a re-plot from latest.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+from dataclasses import replace
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from bench.common import ROOT, BenchError, Settings
+from bench.scenarios import RunResult
+
+
+def _cmd_output(cmd: list[str]) -> str:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=10, cwd=ROOT)  # noqa: S603
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return (proc.stdout or proc.stderr).strip()
+
+
+def machine_info(wrk: str) -> dict[str, Any]:
+    meminfo = Path("/proc/meminfo").read_text() if Path("/proc/meminfo").exists() else ""
+    mem_kib = re.search(r"^MemTotal:\s+(\d+)", meminfo, re.M)
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
+    versions: dict[str, str | None] = {}
+    for package in ("gunicorn", "gevent", "greenlet", "Flask", "Werkzeug", "SQLAlchemy", "psycopg2-binary", "redis"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    git = shutil.which("git")
+    commit = _cmd_output([git, "rev-parse", "HEAD"]) if git else ""
+    dirty = bool(_cmd_output([git, "status", "--porcelain"])) if git else None
+    return {
+        "nproc": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "memory_mib": int(mem_kib.group(1)) // 1024 if mem_kib else None,
+        "cpu_model": model.group(1).strip() if model else platform.processor(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "wrk": _cmd_output([wrk, "-v"]).splitlines()[0] if _cmd_output([wrk, "-v"]) else None,
+        "versions": versions,
+        "git_commit": commit or None,
+        "git_dirty": dirty,
+    }
+
+
+def _fmt_ratio(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
+
+
+def table(results: list[RunResult], settings: Settings) -> str:
+    ceiling = {r.connections: r.rps for r in results if r.server == "ceiling"}
+    nullcache = {(r.scenario, r.connections): r for r in results if r.server == "nullcache"}
+    header = (
+        "scenario",
+        "conns",
+        "req/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "non-2xx",
+        "sock err",
+        "vs ceiling",
+        "cache hit",
+        "NullCache req/s",
+    )
+    rows: list[tuple[str, ...]] = []
+    order = ["ceiling", *settings.scenarios]
+    for scenario in order:
+        for r in results:
+            if r.scenario != scenario or r.server == "nullcache":
+                continue
+            ceil = ceiling.get(r.connections)
+            nc = nullcache.get((r.scenario, r.connections))
+            rows.append(
+                (
+                    scenario,
+                    str(r.connections),
+                    f"{r.rps:,.0f}",
+                    f"{r.p50_ms:.1f}",
+                    f"{r.p90_ms:.1f}",
+                    f"{r.p99_ms:.1f}",
+                    str(r.non2xx),
+                    str(r.socket_error_total),
+                    "-" if r.server == "ceiling" or not ceil else f"{r.rps / ceil:.1%}",
+                    _fmt_ratio(r.cache_hit_ratio),
+                    "-" if nc is None else f"{nc.rps:,.0f}",
+                )
+            )
+    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(header)]
+    lines = ["  ".join(h.rjust(w) if i else h.ljust(w) for i, (h, w) in enumerate(zip(header, widths, strict=True)))]
+    lines.append("  ".join("-" * w for w in widths))
+    for row in rows:
+        lines.append(
+            "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+        )
+    return "\n".join(lines)
+
+
+def plot(results: list[RunResult], settings: Settings, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scenarios = ["ceiling", *settings.scenarios]
+    series: list[tuple[str, str, int]] = [("cache", "", c) for c in settings.connections]
+    series += [("nullcache", "//", c) for c in settings.connections if any(r.server == "nullcache" for r in results)]
+    lookup = {(r.server if r.server != "ceiling" else "cache", r.scenario, r.connections): r for r in results}
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+
+    service_rps = [r.rps for r in results if r.server != "ceiling"]
+    ceiling_rps = [r.rps for r in results if r.server == "ceiling"]
+    # A ceiling far above the service would flatten every other bar: clip it and print its value.
+    clip = 1.35 * max(service_rps) if service_rps and ceiling_rps and max(ceiling_rps) > 3 * max(service_rps) else None
+
+    fig, (ax_rps, ax_p99) = plt.subplots(2, 1, figsize=(max(10, 1.3 * len(scenarios) + 4), 9), sharex=True)
+    width = 0.8 / len(series)
+    for j, (kind, hatch, connections) in enumerate(series):
+        color = colors[settings.connections.index(connections) % len(colors)]
+        label = f"c={connections}" + (" NullCache" if kind == "nullcache" else "")
+        xs, rps, p99, rps_labels = [], [], [], []
+        for i, scenario in enumerate(scenarios):
+            r = lookup.get((kind, scenario, connections))
+            if r is None:
+                continue
+            x = i - 0.4 + width * (j + 0.5)
+            xs.append(x)
+            rps.append(r.rps)
+            p99.append(r.p99_ms)
+            if clip and r.rps > clip:
+                rps_labels.append("")
+                ax_rps.text(
+                    x, clip * 0.97, f"{r.rps:,.0f} (clipped)", rotation=90, ha="center", va="top", fontsize=7, color="w"
+                )
+            else:
+                rps_labels.append(f"{r.rps:,.0f}")
+        style = {
+            "color": color,
+            "hatch": hatch,
+            "edgecolor": "black" if hatch else color,
+            "alpha": 0.55 if hatch else 1,
+        }
+        bars = ax_rps.bar(xs, rps, width, label=label, **style)
+        ax_rps.bar_label(bars, labels=rps_labels, fontsize=7, rotation=90, padding=2)
+        bars = ax_p99.bar(xs, p99, width, label=label, **style)
+        ax_p99.bar_label(bars, fmt="{:,.0f}", fontsize=7, rotation=90, padding=2)
+
+    ax_rps.set_ylabel("requests / s")
+    if clip:
+        ax_rps.set_ylim(0, clip)
+    else:
+        ax_rps.margins(y=0.25)
+    ax_p99.set_ylabel("p99 latency, ms")
+    ax_p99.margins(y=0.2)
+    ax_rps.set_title(title, fontsize=10)
+    ax_rps.legend(fontsize=8, ncols=len(series))
+    ax_p99.legend(fontsize=8, ncols=len(series))
+    for ax in (ax_rps, ax_p99):
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_axisbelow(True)
+    ax_p99.set_xticks(range(len(scenarios)), scenarios, rotation=30, ha="right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def show(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def render(results: list[RunResult], settings: Settings, info: dict[str, Any]) -> None:
+    """Print the table and the failures; draw latest.png."""
+    png_path = settings.out / "latest.png"
+    title = (
+        f"Conduit on {info['nproc']} CPU(s) ({info['cpu_model']}), {settings.workers} gevent workers, "
+        f"{settings.duration}s per run; hatched = NullCache"
+    )
+    plot(results, settings, png_path, title)
+    print()
+    print(table(results, settings))
+    print()
+    for r in results:
+        if r.non2xx or r.socket_error_total:
+            print(
+                f"FAILURES {r.server}/{r.scenario} c={r.connections}: non-2xx {r.non2xx} {r.statuses}, "
+                f"socket errors {r.socket_errors}"
+            )
+    noise = sum(r.cache_hits + r.cache_misses for r in results if r.server == "ceiling")
+    if noise:
+        print(
+            f"NOTE: Redis served {noise} key reads during the ceiling runs, which never touch it: another client"
+            " is using that Redis server, so the cache hit ratios include its traffic"
+        )
+    print(f"wrote {show(png_path)}")
+
+
+def replot(settings: Settings) -> int:
+    path = settings.out / "latest.json"
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise BenchError(f"cannot read {path}: {exc}") from exc
+    fields = set(RunResult.__dataclass_fields__)
+    results = [RunResult(**{k: v for k, v in run.items() if k in fields}) for run in report["runs"]]
+    saved = report["settings"]
+    settings = replace(
+        settings,
+        duration=saved["duration_s"],
+        scenarios=saved["scenarios"],
+        connections=saved["connections"],
+        workers=saved["gunicorn_workers"],
+    )
+    render(results, settings, report["machine"])
+    return 0
