@@ -425,6 +425,7 @@ def init_app(app: Flask) -> SharedCache:
     if app.config["REDIS_URL"] and not redis_pool.HIREDIS_AVAILABLE:
         # Correct but slower (Python reply parsing and packing): worth a warning, not a refusal to start.
         log.warning("hiredis >= 3.2 is not installed: redis-py parses Redis replies in Python (pip install hiredis)")
+        metrics.REDIS_PARSER_WORKERS.labels("python").set(1)
     cache = SharedCache(app)
     app.extensions["shared_cache"] = cache
     return cache

@@ -8,17 +8,22 @@ request goes to the back of the run queue before it has sent anything.
 
 from __future__ import annotations
 
+import logging
 import select
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import gevent.select
 import greenlet
 import pytest
 
+from service.caching import cache
 from service.caching.cache import _redis_client
+from service.runtime import metrics
 from service.storage import redis_pool
+from tests.conftest import build_app
 
 
 @pytest.fixture
@@ -57,3 +62,17 @@ def test_a_cache_get_through_the_pool_does_not_switch_greenlets(redis_url: str, 
     finally:
         client.delete(key)
         client.close()
+
+
+def test_a_worker_without_hiredis_warns_and_counts_itself_at_start_up(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    # Correct but slower: a warning and a gauge, not a refusal to start.
+    monkeypatch.setattr(redis_pool, "HIREDIS_AVAILABLE", False)
+    caplog.set_level(logging.WARNING, logger=cache.__name__)
+    try:
+        build_app(f"sqlite:///{tmp_path}/parser.db", REDIS_URL=redis_url)
+        assert "hiredis >= 3.2 is not installed" in caplog.text
+        assert metrics.REGISTRY.get_sample_value("conduit_redis_parser_workers", {"parser": "python"}) == 1
+    finally:
+        metrics.REDIS_PARSER_WORKERS.labels("python").set(0)
