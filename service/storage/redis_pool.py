@@ -32,7 +32,7 @@ _real_poll = get_original("select", "poll")
 
 class NoYieldHiredisParser(_HiredisParser):
     def can_read(self, timeout: float = 0) -> bool:
-        sock = self._sock
+        sock = getattr(self, "_sock", None)  # set by on_connect
         if timeout or sock is None or self._reader is None or self._reader.has_data():
             return bool(super().can_read(timeout))
         if hasattr(sock, "pending") and sock.pending():  # TLS bytes decrypted already
