@@ -65,6 +65,7 @@ if not 0 <= shutdown_delay <= graceful_timeout - 2:
 # serves its ready connections in turn (one yield per request); a cap makes the
 # rest wait in arrival order instead of sharing the CPU, so a burst finishes
 # oldest-first. Counts requests, not connections (idle keep-alive ones are free).
+# Off by default: no gain measured yet (bench/recorded/2026-11-29-fairness.md).
 max_inflight = int(os.environ.get("MAX_INFLIGHT", "0"))
 if max_inflight < 0:
     raise ValueError(f"MAX_INFLIGHT={max_inflight} must be 0 (no cap) or more")
@@ -197,7 +198,7 @@ def post_fork(server, worker):
 # After each worker has loaded the app (preload_app is off), move every object
 # alive then (modules, routes, compiled schemas: some 100k) into the permanent
 # generation with gc.freeze(), so later full collections do not walk them again.
-# 1 on, 0 off.
+# 1 on, 0 off (default: no p99 gain measured, bench/recorded/2026-11-29-fairness.md).
 gc_freeze = os.environ.get("GC_FREEZE", "0") == "1"
 
 

@@ -21,6 +21,11 @@ This worker, on SIGTERM:
 3. exits as soon as no connection is left, and at the latest 1.5 s before the
    master's SIGKILL deadline, when what is left is cut off (logged as a warning).
 
+Fairness: before each request the worker yields once to the hub, so every
+other connection with a request ready goes first (stock gunicorn serves a
+keep-alive connection whose next request has already arrived again at once);
+MAX_INFLIGHT optionally caps the requests handled at once, FIFO.
+
 Each answer goes out through service/runtime/http1.py: a response of up to 64 KiB in one
 write (a killed replica has sent all of it or nothing, which HAProxy can replay),
 and a request body the app left unread drained, within bounds, before the close.
