@@ -61,6 +61,15 @@ if not 0 <= shutdown_delay <= graceful_timeout - 2:
         f"SHUTDOWN_DELAY={shutdown_delay:g} must be between 0 and GRACEFUL_TIMEOUT-2 ({graceful_timeout - 2})"
     )
 
+# Requests one worker handles at once (0 = no cap; 4-64). Each worker already
+# serves its ready connections in turn (one yield per request); a cap makes the
+# rest wait in arrival order instead of sharing the CPU, so a burst finishes
+# oldest-first. Counts requests, not connections (idle keep-alive ones are free).
+# Off by default: no gain measured yet (bench/recorded/2026-11-29-fairness.md).
+max_inflight = int(os.environ.get("MAX_INFLIGHT", "0"))
+if max_inflight < 0:
+    raise ValueError(f"MAX_INFLIGHT={max_inflight} must be 0 (no cap) or more")
+
 # Pending connections the kernel queues per listener (64-4096).
 backlog = int(os.environ.get("BACKLOG", "2048"))
 
@@ -181,8 +190,24 @@ def on_starting(server):
 
 def post_fork(server, worker):
     worker.shutdown_delay = shutdown_delay
+    worker.max_inflight = max_inflight
     stopping = server.conduit_replica_stopping
     worker.replica_stopping = lambda: stopping[0] == 1
+
+
+# After each worker has loaded the app (preload_app is off), move every object
+# alive then (modules, routes, compiled schemas: some 100k) into the permanent
+# generation with gc.freeze(), so later full collections do not walk them again.
+# 1 on, 0 off (default: no p99 gain measured, bench/recorded/2026-11-29-fairness.md).
+gc_freeze = os.environ.get("GC_FREEZE", "0") == "1"
+
+
+def post_worker_init(worker):
+    if gc_freeze:
+        import gc
+
+        gc.collect()
+        gc.freeze()
 
 
 def child_exit(server, worker):

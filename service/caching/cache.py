@@ -53,10 +53,9 @@ from cachelib.serializers import BaseSerializer
 from flask import Flask, current_app
 from flask_caching import Cache as FlaskCache
 from gevent.event import AsyncResult
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from service.runtime import metrics
+from service.storage import redis_pool
 
 log = logging.getLogger(__name__)
 
@@ -179,24 +178,9 @@ return #KEYS
 
 
 def _redis_client(cfg: dict[str, Any], max_connections: int, pool_wait: float) -> redis.Redis:
-    """A Redis client that fails fast and never opens more than its pool allows.
-
-    redis-py's defaults block for seconds (retries with backoff) or a minute (a
-    hung server), and its default pool raises once 100 greenlets want a
-    connection at the same moment. Here: one try, short timeouts, and a bounded
-    pool where a greenlet waits briefly for a free connection.
-    """
+    """A Redis client that fails fast and never opens more than its pool allows (service/storage/redis_pool.py)."""
     timeout = float(cfg["CACHE_SOCKET_TIMEOUT"])
-    pool = redis.BlockingConnectionPool.from_url(
-        cfg["REDIS_URL"],
-        max_connections=max_connections,
-        timeout=pool_wait,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 0),
-        health_check_interval=30,
-    )
-    return redis.Redis(connection_pool=pool)
+    return redis.Redis(connection_pool=redis_pool.fail_fast_pool(cfg["REDIS_URL"], max_connections, pool_wait, timeout))
 
 
 class SharedCache:
@@ -438,6 +422,10 @@ class SharedCache:
 
 
 def init_app(app: Flask) -> SharedCache:
+    if app.config["REDIS_URL"] and not redis_pool.HIREDIS_AVAILABLE:
+        # Correct but slower (Python reply parsing and packing): worth a warning, not a refusal to start.
+        log.warning("hiredis >= 3.2 is not installed: redis-py parses Redis replies in Python (pip install hiredis)")
+        metrics.REDIS_PARSER_WORKERS.labels("python").set(1)
     cache = SharedCache(app)
     app.extensions["shared_cache"] = cache
     return cache

@@ -86,6 +86,15 @@ DB_CAPACITY = Gauge(
     multiprocess_mode="livesum",
     registry=REGISTRY,
 )
+# Labelled so that nothing is written until a worker sets it (an unlabelled gauge creates its
+# file at import, before the worker's other gauges are set).
+REDIS_PARSER_WORKERS = Gauge(
+    "conduit_redis_parser_workers",
+    "Live workers by the parser their Redis client uses; only parser=python (hiredis >= 3.2 missing) is set.",
+    ["parser"],
+    multiprocess_mode="livesum",
+    registry=REGISTRY,
+)
 EVENT_LOOP_BLOCKED = Counter(
     "conduit_event_loop_blocked",
     "Times gevent's monitor thread found a worker's event loop blocked for more than GEVENT_MAX_BLOCKING_TIME "

@@ -21,6 +21,11 @@ This worker, on SIGTERM:
 3. exits as soon as no connection is left, and at the latest 1.5 s before the
    master's SIGKILL deadline, when what is left is cut off (logged as a warning).
 
+Fairness: before each request the worker yields once to the hub, so every
+other connection with a request ready goes first (stock gunicorn serves a
+keep-alive connection whose next request has already arrived again at once);
+MAX_INFLIGHT optionally caps the requests handled at once, FIFO.
+
 Each answer goes out through service/runtime/http1.py: a response of up to 64 KiB in one
 write (a killed replica has sent all of it or nothing, which HAProxy can replay),
 and a request body the app left unread drained, within bounds, before the close.
@@ -39,6 +44,7 @@ from typing import Any
 
 import gevent
 from gevent import select
+from gevent.lock import BoundedSemaphore
 from gevent.pool import Pool
 from gevent.server import StreamServer
 from gunicorn.http import wsgi
@@ -57,6 +63,10 @@ DRAIN_TICK = 0.05
 class GeventWorker(ggevent.GeventWorker):  # type: ignore[misc]  # gunicorn has no type hints
     # Seconds between SIGTERM and closing the listener; set by gunicorn.conf.py (SHUTDOWN_DELAY).
     shutdown_delay = 0.0
+    # Requests one worker handles at once, 0 for no cap; set by gunicorn.conf.py (MAX_INFLIGHT).
+    max_inflight = 0
+    # Its semaphore, made in run(), after the fork and gevent's patching; None: no cap.
+    _inflight: BoundedSemaphore | None = None
 
     @staticmethod
     def replica_stopping() -> bool:
@@ -107,6 +117,26 @@ class GeventWorker(ggevent.GeventWorker):  # type: ignore[misc]  # gunicorn has 
             self._connections.discard(client)
 
     def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> bool:
+        """Serve one parsed request after the other connections' turn (see `_fair_turn`)."""
+        self._busy.setdefault(sock, None)  # not idle while it waits its turn: the drain must not close it
+        try:
+            self._fair_turn()
+            if self._inflight is None:
+                return self._serve(listener_name, req, sock, addr)
+            with self._inflight:
+                return self._serve(listener_name, req, sock, addr)
+        finally:
+            self._busy.pop(sock, None)
+
+    def _fair_turn(self) -> None:
+        # gevent socket calls that succeed at once do not yield: with the stock worker a
+        # keep-alive connection whose next request has already arrived is served again
+        # and again while the others wait (tiny p50, p99 20-30x worse; see
+        # bench/recorded/2026-11-29-fairness.md). One trip through the hub per request
+        # lets every other ready connection go first.
+        gevent.sleep(0)
+
+    def _serve(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> bool:
         """gunicorn's AsyncWorker.handle_request (27.0.1) with two changes (service/runtime/http1.py): a response
         that fits leaves in one write, and a body the app left unread closes the connection after the
         answer, once drained within bounds."""
@@ -184,6 +214,9 @@ class GeventWorker(ggevent.GeventWorker):  # type: ignore[misc]  # gunicorn has 
 
     # -- main loop ---------------------------------------------------------------------------
     def run(self) -> None:
+        if self.max_inflight > 0:
+            # The others wait their turn in arrival order: gevent's semaphore wakes waiters FIFO.
+            self._inflight = BoundedSemaphore(self.max_inflight)
         servers = [self._start_server(s) for s in self.sockets]
         last_notify = 0.0
         while self.alive and not self._lame_duck_over():

@@ -25,18 +25,16 @@ from functools import partial
 from typing import Any, TypeVar
 
 import msgspec
-import redis
 from flask import Flask, Response, current_app, g, request
 from flask_limiter import Limiter, RateLimitExceeded, RequestLimit
 from limits import parse_many
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 from werkzeug.exceptions import HTTPException
 
 from config import ConfigError
 from service.api.endpoint import request_body
 from service.api.errors import APIError, TooManyRequests, api_error_response
 from service.runtime import logs, metrics
+from service.storage import redis_pool
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -182,15 +180,7 @@ def _limiter(app: Flask) -> Limiter:
         # redis-py 8 defaults wait 5 s per try with up to 10 retries (a minute on a hung Redis):
         # here one try, short timeouts and a bounded pool with a short wait for a free connection.
         timeout = float(cfg["RATELIMIT_REDIS_TIMEOUT"])
-        pool = redis.BlockingConnectionPool.from_url(
-            cfg["REDIS_URL"],
-            max_connections=int(cfg["CACHE_MAX_CONNECTIONS"]),
-            timeout=timeout,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
-            health_check_interval=30,
-        )
+        pool = redis_pool.fail_fast_pool(cfg["REDIS_URL"], int(cfg["CACHE_MAX_CONNECTIONS"]), timeout, timeout)
         options = {"connection_pool": pool, "key_prefix": f"{cfg['CACHE_KEY_PREFIX']}ratelimit"}
     limiter = Limiter(
         key_func=client_address,

@@ -12,6 +12,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import gevent
 import pytest
 from flask import Flask
 from gunicorn import http
@@ -153,3 +154,22 @@ def test_a_response_over_the_one_write_size_is_streamed_as_gunicorn_does(
     writes = serve(worker, sock, client, b"GET /api/articles/%s HTTP/1.1\r\nHost: x\r\n\r\n" % BIG["slug"].encode())
     assert len(b"".join(writes)) > http1.ONE_WRITE
     assert len(writes) >= 2  # head, then the body: not held in memory beyond ONE_WRITE
+
+
+def test_a_request_that_has_arrived_waits_for_the_other_ready_greenlets_first(
+    worker: GeventWorker, conn: tuple[RecordingSocket, socket.socket]
+) -> None:
+    # gevent socket calls that succeed at once do not yield: without a turn per request a
+    # keep-alive connection with its next request waiting would keep the worker to itself.
+    order: list[str] = []
+    app = worker.wsgi
+
+    def recording(environ: dict[str, Any], start_response: Any) -> Any:
+        order.append("request")
+        return app(environ, start_response)
+
+    worker.wsgi = recording
+    gevent.spawn(order.append, "another connection")
+    sock, client = conn
+    serve(worker, sock, client, b"GET /api/tags HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert order == ["another connection", "request"]
