@@ -7,6 +7,8 @@ from service.caching import cache
 TAGS = "tags"
 
 
-@cache.key_family("t2")  # "t" entries from before the facts header (service.caching.personalize) never match
+# Its key is "t:<digest>:<generations>"; the one from before the facts header (service.caching.personalize)
+# was "t:<generations>", so the two never meet.
+@cache.key_family("t")
 def tags_key() -> list[str]:
     return [TAGS]
