@@ -88,14 +88,27 @@ def personalize(entry: bytes, viewer: int | None, facts: Iterable[Fact] = (), co
 
 def _flag(node: Any, rules: list[tuple[Fact, dict[str, int], set[int]]]) -> None:
     """Set each fact's flag on every object of `node` (at any depth) that the fact names."""
-    if isinstance(node, list):
-        for item in node:
-            _flag(item, rules)
-    elif isinstance(node, dict):
-        for fact, names, found in rules:
-            name = node.get(fact.match)
-            if isinstance(name, str) and name in names:
-                node[fact.field] = names[name] in found
-        for value in node.values():
-            if isinstance(value, dict | list):
-                _flag(value, rules)
+    checks = [(fact.match, fact.field, names, found) for fact, names, found in rules]
+    if type(node) is dict:
+        _walk(node, checks)
+    elif type(node) is list:
+        _walk({"": node}, checks)
+
+
+def _walk(node: dict[str, Any], checks: list[tuple[str, str, dict[str, int], set[int]]]) -> None:
+    """A walk of the whole document, so no response shape is known here; kept tight (exact type
+    checks, lists of scalars skipped), as it runs on every signed-in read of a cached entry."""
+    for match, field, names, found in checks:
+        name = node.get(match)
+        if type(name) is str and name in names:
+            node[field] = names[name] in found
+    for value in node.values():
+        kind = type(value)
+        if kind is dict:
+            _walk(value, checks)
+        elif kind is list and value and type(value[0]) in (dict, list):  # not a list of scalars (tagList)
+            for item in value:
+                if type(item) is dict:
+                    _walk(item, checks)
+                elif type(item) is list:
+                    _walk({"": item}, checks)
