@@ -1,5 +1,5 @@
 """Settings per environment; see settings.py."""
 
-from config.settings import ConfigError, load
+from config.settings import ConfigError, Declared, flag, load, resolve
 
-__all__ = ["ConfigError", "load"]
+__all__ = ["ConfigError", "Declared", "flag", "load", "resolve"]

@@ -7,7 +7,8 @@ dict that becomes `app.config`. Each knob says its unit and a sane range.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 DEV_SECRET = "dev-secret-change-me-dev-secret-change-me"  # noqa: S105 - refused by ProductionConfig
@@ -99,25 +100,9 @@ class BaseConfig:
     # (shared by every worker and replica), else in each worker's memory. A rejection is a 429 with
     # Retry-After. Off only by config: RATELIMIT_ENABLED=0 (the Testing profile and the benchmark).
     RATELIMIT_ENABLED = True
-    # Log-in attempts per account (the email, case-insensitive), successful or not: brute force on
-    # one account. Also lets anyone delay a victim's log-in for up to an hour; keep it loose enough.
-    RATELIMIT_LOGIN_ACCOUNT = "10/minute;50/hour"
-    # Log-in attempts per client address: one client trying many accounts (password spraying).
-    # An office or carrier NAT shares one address.
-    RATELIMIT_LOGIN_ADDRESS = "30/minute;300/hour"
-    # Registrations per client address (account spam).
-    RATELIMIT_REGISTER_ADDRESS = "5/minute;30/hour"
-    # Whether a refused registration (422: username or email taken, invalid input) counts against
-    # RATELIMIT_REGISTER_ADDRESS. On by default: "email has already been taken" tells whether an
-    # account exists, so probing is exactly the failures; and counting only successes checks before
-    # and counts after the answer, so a burst of concurrent requests all pass before any is counted.
-    RATELIMIT_REGISTER_COUNT_FAILED = True
-    # Writes per authenticated user: article creation, comments, favorite + unfavorite together,
-    # follow + unfollow together (spam, inflating counts).
-    RATELIMIT_ARTICLES_USER = "10/minute;200/day"
-    RATELIMIT_COMMENTS_USER = "30/minute;1000/day"
-    RATELIMIT_FAVORITES_USER = "60/minute;2000/day"
-    RATELIMIT_FOLLOWS_USER = "60/minute;1000/day"
+    # Each limit (RATELIMIT_LOGIN_ACCOUNT, RATELIMIT_ARTICLES_USER ...) is declared by its domain next
+    # to its routes, with its production and development defaults (service/<domain>/routes.py); it
+    # is read from the environment like the settings here (see `Declared` below).
     # fixed-window (one Redis round trip per check, bursts up to 2x at a window edge),
     # sliding-window-counter (smoother, two counters) or moving-window (exact, one entry per hit).
     RATELIMIT_STRATEGY = "fixed-window"
@@ -146,17 +131,10 @@ class BaseConfig:
 
 
 class DevelopmentConfig(BaseConfig):
-    """The embedded default: SQLite file + in-process cache, dev secret allowed."""
+    """The embedded default: SQLite file + in-process cache, dev secret allowed.
 
-    # A person trying the API by hand (`make run`) must not meet 429 after a few minutes: generous
-    # write and registration limits, and a taken username does not use up the registration budget.
-    # The log-in limits (password guessing) stay as in production and count failures.
-    RATELIMIT_REGISTER_ADDRESS = "60/minute;1000/hour"
-    RATELIMIT_REGISTER_COUNT_FAILED = False
-    RATELIMIT_ARTICLES_USER = "120/minute;5000/day"
-    RATELIMIT_COMMENTS_USER = "300/minute;10000/day"
-    RATELIMIT_FAVORITES_USER = "300/minute;10000/day"
-    RATELIMIT_FOLLOWS_USER = "300/minute;10000/day"
+    Declared settings take their `development` default here (generous rate limits: a person
+    trying the API by hand must not meet 429 after a few minutes)."""
 
 
 class TestingConfig(BaseConfig):
@@ -220,14 +198,6 @@ ENV_OVERRIDES: dict[str, Callable[[str], Any]] = {
     "METRICS_ALLOW": str,
     "READINESS_TIMEOUT": float,
     "RATELIMIT_ENABLED": flag,
-    "RATELIMIT_LOGIN_ACCOUNT": str,
-    "RATELIMIT_LOGIN_ADDRESS": str,
-    "RATELIMIT_REGISTER_ADDRESS": str,
-    "RATELIMIT_REGISTER_COUNT_FAILED": flag,
-    "RATELIMIT_ARTICLES_USER": str,
-    "RATELIMIT_COMMENTS_USER": str,
-    "RATELIMIT_FAVORITES_USER": str,
-    "RATELIMIT_FOLLOWS_USER": str,
     "RATELIMIT_STRATEGY": str,
     "RATELIMIT_EXEMPT_ADDRESSES": str,
     "RATELIMIT_REDIS_TIMEOUT": float,
@@ -237,6 +207,45 @@ ENV_OVERRIDES: dict[str, Callable[[str], Any]] = {
 
 class ConfigError(RuntimeError):
     """The configuration cannot run safely; the message says what to set."""
+
+
+@dataclass(frozen=True)
+class Declared:
+    """A setting declared by the code that uses it (a domain's rate limit), not by a class above.
+
+    `production` is its default in every profile but development, which takes `development` when
+    given. Like the settings above, the environment variable of the same name overrides it
+    (parsed by `parse`), and an explicit override wins over both.
+    """
+
+    name: str
+    production: Any
+    development: Any = None
+    parse: Callable[[str], Any] = str
+
+    def default(self, profile: str) -> Any:
+        return self.development if profile == "development" and self.development is not None else self.production
+
+
+def resolve(declared: Iterable[Declared], settings: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    """The values of `declared` settings not in `settings` already: from `env`, else the profile's default.
+
+    ConfigError for a value that does not parse, or one name declared twice with different defaults."""
+    seen: dict[str, Declared] = {}
+    values: dict[str, Any] = {}
+    for item in declared:
+        if seen.setdefault(item.name, item) != item:
+            raise ConfigError(f"{item.name} is declared twice, with different defaults")
+        if item.name in settings:
+            continue
+        if env.get(item.name):
+            try:
+                values[item.name] = item.parse(env[item.name])
+            except ValueError as exc:
+                raise ConfigError(f"{item.name}={env[item.name]!r} is not a valid {item.parse.__name__}") from exc
+        else:
+            values[item.name] = item.default(settings["APP_ENV"])
+    return values
 
 
 def load(env: Mapping[str, str], overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -21,12 +21,13 @@ API_PREFIX = "/api"
 
 def create_app(overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Flask:
     """Build the app from `env` (default: os.environ) plus explicit `overrides`."""
+    env = os.environ if env is None else env
     app = Flask(__name__, static_folder=None)
-    app.config.update(config.load(os.environ if env is None else env, overrides))
+    app.config.update(config.load(env, overrides))
     configure_logging(app)
     register_extensions(app)
     register_blueprints(app)
-    register_rate_limits(app)
+    register_rate_limits(app, env)
     register_error_handlers(app)
     register_commands(app)
     return app
@@ -59,12 +60,19 @@ def register_extensions(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    """Every domain's blueprint, in one visible place."""
+    """The API's blueprints under /api, and the health checks at the root."""
+    from service.health.routes import bp as health
+
+    register_api(app)
+    app.register_blueprint(health)
+
+
+def register_api(app: Flask) -> None:
+    """Every domain's blueprint, in one visible place: a new domain adds its line here."""
     from service.api import openapi
     from service.articles.routes import SlugConverter
     from service.articles.routes import bp as articles
     from service.comments.routes import bp as comments
-    from service.health.routes import bp as health
     from service.profiles.routes import bp as profiles
     from service.tags.routes import bp as tags
     from service.users.routes import bp as users
@@ -72,14 +80,25 @@ def register_blueprints(app: Flask) -> None:
     app.url_map.converters["slug"] = SlugConverter  # before the rules that use it
     for blueprint in (users, profiles, articles, comments, tags, openapi.bp):
         app.register_blueprint(blueprint, url_prefix=API_PREFIX)
-    app.register_blueprint(health)
 
 
-def register_rate_limits(app: Flask) -> None:
-    """Bind the limits the views declare (after the blueprints, whose views it wraps)."""
+def register_rate_limits(app: Flask, env: Mapping[str, str]) -> None:
+    """Bind the limits the views declare, with their settings (after the blueprints, whose views it wraps)."""
     from service.security import ratelimit
 
-    ratelimit.init_app(app)
+    ratelimit.init_app(app, env)
+
+
+def settings(env: Mapping[str, str], overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Every setting an app built from `env` runs with: config's, and those its domains declare
+    (rate limits). For tools and tests: nothing is connected or started."""
+    from service.security import ratelimit
+
+    loaded = config.load(env, overrides)
+    app = Flask(__name__, static_folder=None)
+    app.config.update(loaded)
+    register_api(app)
+    return {**loaded, **ratelimit.declared_settings(app, env)}
 
 
 def register_error_handlers(app: Flask) -> None:

@@ -23,6 +23,15 @@ from service.api import timefmt
 from service.api.errors import Forbidden, NotFound, PreconditionFailed, Unavailable, messages
 from service.api.schemas import Page
 from service.articles import repository as repo
+from service.articles.cache_keys import (
+    ARTICLE_FACTS,
+    FAVORITED,
+    LISTS,
+    article_gen,
+    article_key,
+    feed_key,
+    list_key,
+)
 from service.articles.schemas import (
     Article,
     ArticleSummary,
@@ -32,12 +41,15 @@ from service.articles.schemas import (
     SingleArticleResponse,
     UpdateArticle,
 )
-from service.caching import cache
+from service.caching.cache import get_cache
 from service.caching.personalize import personalize, shared
+from service.comments.cache_keys import comments_gen
+from service.profiles.cache_keys import FOLLOWING
 from service.profiles.service import to_profile
 from service.security import idempotency
 from service.storage import foreign_keys
 from service.storage.db import get_db
+from service.tags.cache_keys import TAGS
 
 # Slugs that would be shadowed by a fixed route (GET /api/articles/feed).
 RESERVED_SLUGS = frozenset({"feed"})
@@ -98,8 +110,8 @@ def list_articles(query: ListQuery, viewer: int | None) -> bytes:
             )
             return _shared_page(conn, rows, total)
 
-    key = cache.list_key(query.tag, query.author, query.favorited, query.limit, query.offset)
-    return personalize(cache.get_cache().fetch(key, load), viewer)
+    key = list_key(query.tag, query.author, query.favorited, query.limit, query.offset)
+    return personalize(get_cache().fetch(key, load), viewer, ARTICLE_FACTS)
 
 
 def feed(page: Page, viewer: int) -> bytes:
@@ -114,18 +126,20 @@ def feed(page: Page, viewer: int) -> bytes:
             rows, total = repo.list_feed(conn, viewer, limit=page.limit, offset=page.offset)
             return _shared_page(conn, rows, total)
 
-    return personalize(cache.get_cache().fetch(cache.feed_key(viewer, page.limit, page.offset), load), viewer)
+    return personalize(get_cache().fetch(feed_key(viewer, page.limit, page.offset), load), viewer, ARTICLE_FACTS)
 
 
 def _shared_page(conn: Connection, rows: Sequence[Row[Any]], total: int) -> bytes:
     page = MultipleArticlesResponse(_summaries(conn, rows), total)
-    return shared(page, [(r.slug, r.id) for r in rows], [(r.username, r.author_id) for r in rows])
+    return shared(
+        page, {FAVORITED: [(r.slug, r.id) for r in rows], FOLLOWING: [(r.username, r.author_id) for r in rows]}
+    )
 
 
 def _article_bytes(conn: Connection, slug: str) -> bytes:
     row = _require(conn, slug)
     article = SingleArticleResponse(_article(conn, row))
-    return shared(article, [(row.slug, row.id)], [(row.username, row.author_id)])
+    return shared(article, {FAVORITED: [(row.slug, row.id)], FOLLOWING: [(row.username, row.author_id)]})
 
 
 def get(slug: str, viewer: int | None) -> bytes:
@@ -135,7 +149,7 @@ def get(slug: str, viewer: int | None) -> bytes:
         with get_db().read() as conn:
             return _article_bytes(conn, slug)
 
-    return personalize(cache.get_cache().fetch(cache.article_key(slug), load), viewer)
+    return personalize(get_cache().fetch(article_key(slug), load), viewer, ARTICLE_FACTS)
 
 
 def create(author_id: int, new: NewArticle, key: idempotency.Key | None = None) -> idempotency.Reply:
@@ -162,9 +176,9 @@ def create(author_id: int, new: NewArticle, key: idempotency.Key | None = None) 
                 raise Unavailable()
         with foreign_keys.referencing(conn, article=article_id):
             repo.insert_tags(conn, article_id, tags)
-        article = personalize(_article_bytes(conn, slug), author_id, conn)
+        article = personalize(_article_bytes(conn, slug), author_id, ARTICLE_FACTS, conn)
         idempotency.record(conn, key, article)
-    cache.get_cache().bump([cache.LISTS, cache.TAGS])
+    get_cache().bump([LISTS, TAGS])
     return idempotency.Reply(article)
 
 
@@ -185,11 +199,13 @@ def update(viewer: int, slug: str, changes: UpdateArticle, if_match: ETags | Non
     db = get_db()
     with db.transaction() as conn:
         row = _owned(conn, slug, viewer)
-        if if_match and not if_match.contains(generate_etag(personalize(_article_bytes(conn, slug), viewer, conn))):
+        if if_match and not if_match.contains(
+            generate_etag(personalize(_article_bytes(conn, slug), viewer, ARTICLE_FACTS, conn))
+        ):
             raise PreconditionFailed()
         repo.update_article(conn, row.id, {k: v for k, v in values.items() if v is not UNSET}, timefmt.now(db.dialect))
-        article = personalize(_article_bytes(conn, slug), viewer, conn)
-    cache.get_cache().bump([cache.article_gen(slug), cache.LISTS])
+        article = personalize(_article_bytes(conn, slug), viewer, ARTICLE_FACTS, conn)
+    get_cache().bump([article_gen(slug), LISTS])
     return article
 
 
@@ -197,7 +213,7 @@ def delete(viewer: int, slug: str) -> None:
     """Delete an article with its tags, favorites and comments; NotFound or Forbidden as for update."""
     with get_db().transaction() as conn:
         repo.delete_article(conn, _owned(conn, slug, viewer).id)
-    cache.get_cache().bump([cache.article_gen(slug), cache.comments_gen(slug), cache.LISTS, cache.TAGS])
+    get_cache().bump([article_gen(slug), comments_gen(slug), LISTS, TAGS])
 
 
 def set_favorite(viewer: int, slug: str, favorite: bool) -> bytes:
@@ -212,6 +228,6 @@ def set_favorite(viewer: int, slug: str, favorite: bool) -> bytes:
                 repo.add_favorite(conn, viewer, row.id, timefmt.now(db.dialect))
         else:
             repo.remove_favorite(conn, viewer, row.id)
-        article = personalize(_article_bytes(conn, slug), viewer, conn)
-    cache.get_cache().bump([cache.article_gen(slug), cache.LISTS])
+        article = personalize(_article_bytes(conn, slug), viewer, ARTICLE_FACTS, conn)
+    get_cache().bump([article_gen(slug), LISTS])
     return article

@@ -1,7 +1,8 @@
 """The shared cache: versioned keys, encoded JSON bytes, and failing open.
 
-Every cache key is built here. Correctness after writes comes from generation
-counters, not deletes: a reader reads the generations *before* it reads the
+Each domain declares its own keys (`key_family`, e.g. service/articles/cache_keys.py)
+and the generations they depend on; this module keeps the mechanism. Correctness after
+writes comes from generation counters, not deletes: a reader reads the generations *before* it reads the
 database and stores under a key that contains them; a writer bumps them
 *after* its commit. A reader that loaded the old row just before a commit can
 only store it under the old generation, which nobody asks for again. Deleting
@@ -41,11 +42,13 @@ than the time since its last bump.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, ParamSpec
 
 import gevent
 import redis
@@ -59,23 +62,16 @@ from service.storage import redis_pool
 
 log = logging.getLogger(__name__)
 
-# Generation names. One per entity where writes are targeted, global where a
-# write can change many entries (any profile edit shows in every article list).
-PROFILES = "profiles"
-LISTS = "lists"
-TAGS = "tags"
 # Part of every key; bumped by any worker that saw Redis fail (see the module doc).
 EPOCH = "epoch"
 # Seconds between background retries of pending bumps while Redis is unreachable.
 FLUSH_RETRY_SECONDS = 0.1
 
-
-def article_gen(slug: str) -> str:
-    return f"article:{slug}"
-
-
-def comments_gen(slug: str) -> str:
-    return f"comments:{slug}"
+P = ParamSpec("P")
+# A key's base and the names of the generations that version it (what `SharedCache.fetch` takes).
+Key = tuple[str, list[str]]
+# Prefix -> the function that declared it: two families never share a prefix.
+_FAMILIES: dict[str, str] = {}
 
 
 def _digest(*parts: object) -> str:
@@ -83,36 +79,42 @@ def _digest(*parts: object) -> str:
     return hashlib.blake2b(repr(parts).encode(), digest_size=12).hexdigest()
 
 
-def article_key(slug: str) -> tuple[str, list[str]]:
-    return f"a:{_digest(slug)}", [article_gen(slug), PROFILES]
+def key_family(prefix: str) -> Callable[[Callable[P, Iterable[str]]], Callable[P, Key]]:
+    """Declare a family of cache keys: `prefix` names it, the decorated function names its generations.
 
+    The function takes what identifies one entry (a slug, filters, a page) and returns the
+    generations that version it; the family turns the same arguments into the entry's key:
 
-def list_key(
-    tag: str | None, author: str | None, favorited: str | None, limit: int, offset: int
-) -> tuple[str, list[str]]:
-    return f"l:{_digest(tag, author, favorited, limit, offset)}", [LISTS, PROFILES]
+        @cache.key_family("a")
+        def article_key(slug: str) -> list[str]:
+            return [article_gen(slug), PROFILES]
 
+        get_cache().fetch(article_key(slug), load)
 
-def profile_key(username: str) -> tuple[str, list[str]]:
-    return f"p:{_digest(username)}", [PROFILES]
+    A generation is a plain string a domain names (`"lists"`, `f"article:{slug}"`), prefixed with
+    the domain so two domains never share one by chance. Change the prefix ("c" -> "c2") when the
+    entries change shape, so that replicas of the old and new code never read each other's.
+    """
+    if not prefix or ":" in prefix:
+        raise ValueError(f"a key family prefix is a non-empty name without ':' (got {prefix!r})")
 
+    def declare(generations: Callable[P, Iterable[str]]) -> Callable[P, Key]:
+        owner = f"{generations.__module__}.{generations.__qualname__}"
+        if _FAMILIES.setdefault(prefix, owner) != owner:
+            raise ValueError(f"cache key prefix {prefix!r} of {owner} is taken by {_FAMILIES[prefix]}")
+        signature = inspect.signature(generations)
 
-def comments_key(slug: str, limit: int, offset: int) -> tuple[str, list[str]]:
-    # "c2": entries lead with the comment count since commentsCount; "c:" ones from before never match.
-    return f"c2:{_digest(slug, limit, offset)}", [comments_gen(slug), PROFILES]
+        @functools.wraps(generations)
+        def key(*args: P.args, **kwargs: P.kwargs) -> Key:
+            parts = signature.bind(*args, **kwargs).args if kwargs else args
+            names = list(generations(*args, **kwargs))
+            if EPOCH in names:
+                raise ValueError(f"{EPOCH!r} is part of every key already; {owner} may not name it")
+            return f"{prefix}:{_digest(*parts)}", names
 
+        return key
 
-def follows_gen(user_id: int) -> str:
-    return f"follows:{user_id}"
-
-
-def feed_key(viewer: int, limit: int, offset: int) -> tuple[str, list[str]]:
-    """The viewer's own feed page: which articles it holds depends on whom they follow."""
-    return f"f:{viewer}:{limit}:{offset}", [follows_gen(viewer), LISTS, PROFILES]
-
-
-def tags_key() -> tuple[str, list[str]]:
-    return "t", [TAGS]
+    return declare
 
 
 class BytesSerializer(BaseSerializer):
@@ -392,7 +394,7 @@ class SharedCache:
                 self._open_until = 0.0
                 log.warning("cache reachable again; invalidations sent, breaker closed")
 
-    def fetch(self, key_and_gens: tuple[str, list[str]], load: Callable[[], bytes]) -> bytes:
+    def fetch(self, key_and_gens: Key, load: Callable[[], bytes]) -> bytes:
         """The cached bytes for the key, or `load()`'s result stored under the current generations.
 
         Concurrent misses for one key in this worker share a single `load()`.

@@ -18,6 +18,10 @@ from service.security import idempotency, ratelimit
 from service.security.auth import current_user_id, viewer_id
 
 bp = Blueprint("comments", __name__)
+# Comments written per authenticated user (spam).
+COMMENTS = ratelimit.Rule(
+    "RATELIMIT_COMMENTS_USER", "comments", ratelimit.authenticated_user, "30/minute;1000/day", "300/minute;10000/day"
+)
 TAG = "Comments"
 NEXT_LINK = {
     "description": 'RFC 8288 link to the next page, `<...?limit=L&offset=O>; rel="next"` (a URL relative to '
@@ -50,7 +54,7 @@ def list_comments(slug: str, query: CommentPage) -> Response:
 
 
 @bp.post("/articles/<slug:slug>/comments")
-@ratelimit.limited(ratelimit.COMMENTS)
+@ratelimit.limited(COMMENTS)
 @endpoint(
     "Comment on an article",
     operation_id="CreateArticleComment",

@@ -10,10 +10,12 @@ from sqlalchemy import Connection, Row
 from service.api import timefmt
 from service.api.errors import Forbidden, NotFound, messages
 from service.articles import repository as articles_repo
-from service.caching import cache
+from service.caching.cache import get_cache
 from service.caching.personalize import personalize, shared
 from service.comments import repository as repo
+from service.comments.cache_keys import comments_gen, comments_key
 from service.comments.schemas import Comment, CommentPage, MultipleCommentsResponse, SingleCommentResponse
+from service.profiles.cache_keys import FOLLOWING
 from service.profiles.service import to_profile
 from service.security import idempotency
 from service.storage import foreign_keys
@@ -24,7 +26,7 @@ MAX_ID = 2**63 - 1
 
 
 def _shared(payload: Any, rows: Sequence[Row[Any]]) -> bytes:
-    return shared(payload, users=[(r.username, r.author_id) for r in rows])
+    return shared(payload, {FOLLOWING: [(r.username, r.author_id) for r in rows]})
 
 
 def _comments(rows: Sequence[Row[Any]]) -> list[Comment]:
@@ -61,9 +63,9 @@ def list_for(slug: str, page: CommentPage, viewer: int | None) -> tuple[bytes, i
         # The count leads the cache entry, so a page served from the cache still says if there is more.
         return b"%d\n" % total + _shared(MultipleCommentsResponse(_comments(rows), total), rows)
 
-    key = cache.comments_key(slug, page.limit, page.offset)
-    total, _, entry = cache.get_cache().fetch(key, load).partition(b"\n")
-    return personalize(entry, viewer), int(total)
+    key = comments_key(slug, page.limit, page.offset)
+    total, _, entry = get_cache().fetch(key, load).partition(b"\n")
+    return personalize(entry, viewer, [FOLLOWING]), int(total)
 
 
 def add(author_id: int, slug: str, body: str, key: idempotency.Key | None = None) -> idempotency.Reply:
@@ -81,9 +83,9 @@ def add(author_id: int, slug: str, body: str, key: idempotency.Key | None = None
             comment_id = repo.insert_comment(conn, article_id, author_id, body, timefmt.now(db.dialect))
         row = repo.comment(conn, comment_id)
         assert row is not None
-        comment = personalize(_shared(SingleCommentResponse(_comments([row])[0]), [row]), author_id, conn)
+        comment = personalize(_shared(SingleCommentResponse(_comments([row])[0]), [row]), author_id, [FOLLOWING], conn)
         idempotency.record(conn, key, comment)
-    cache.get_cache().bump([cache.comments_gen(slug)])
+    get_cache().bump([comments_gen(slug)])
     return idempotency.Reply(comment)
 
 
@@ -97,4 +99,4 @@ def delete(viewer: int, slug: str, comment_id: int) -> None:
         if row.author_id != viewer:
             raise Forbidden()
         repo.delete_comment(conn, comment_id)
-    cache.get_cache().bump([cache.comments_gen(slug)])
+    get_cache().bump([comments_gen(slug)])

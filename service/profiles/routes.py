@@ -13,6 +13,10 @@ from service.security.auth import current_user_id, viewer_id
 
 bp = Blueprint("profiles", __name__)
 TAG = "Profile"
+# Follows and unfollows per authenticated user, one bucket (spam, inflating counts).
+FOLLOWS = ratelimit.Rule(
+    "RATELIMIT_FOLLOWS_USER", "follows", ratelimit.authenticated_user, "60/minute;1000/day", "300/minute;10000/day"
+)
 USERNAME = {"username": "The user's username, as in `username` of a profile."}
 
 
@@ -31,7 +35,7 @@ def get_profile(username: str) -> Response:
 
 
 @bp.post("/profiles/<username>/follow")
-@ratelimit.limited(ratelimit.FOLLOWS)
+@ratelimit.limited(FOLLOWS)
 @endpoint(
     "Follow a user",
     operation_id="FollowUserByUsername",
@@ -46,7 +50,7 @@ def follow(username: str) -> Response:
 
 
 @bp.delete("/profiles/<username>/follow")
-@ratelimit.limited(ratelimit.FOLLOWS)
+@ratelimit.limited(FOLLOWS)
 @endpoint(
     "Unfollow a user",
     tag=TAG,

@@ -8,9 +8,10 @@ from sqlalchemy import Row
 
 from service.api import timefmt
 from service.api.errors import Invalid, NotFound, messages
-from service.caching import cache
+from service.caching.cache import get_cache
 from service.caching.personalize import personalize, shared
 from service.profiles import repository as repo
+from service.profiles.cache_keys import FOLLOWING, follows_gen, profile_key
 from service.profiles.schemas import Profile, ProfileResponse
 from service.storage import foreign_keys
 from service.storage.db import get_db
@@ -28,9 +29,9 @@ def get(username: str, viewer: int | None) -> bytes:
             row = repo.profile(conn, username, None)
         if row is None:
             raise NotFound(messages.PROFILE_NOT_FOUND)
-        return shared(ProfileResponse(to_profile(row, False)), users=[(row.username, row.id)])
+        return shared(ProfileResponse(to_profile(row, False)), {FOLLOWING: [(row.username, row.id)]})
 
-    return personalize(cache.get_cache().fetch(cache.profile_key(username), load), viewer)
+    return personalize(get_cache().fetch(profile_key(username), load), viewer, [FOLLOWING])
 
 
 def set_following(viewer: int, username: str, following: bool) -> Profile:
@@ -49,5 +50,5 @@ def set_following(viewer: int, username: str, following: bool) -> Profile:
                 repo.follow(conn, viewer, row.id, timefmt.now(db.dialect))
         else:
             repo.unfollow(conn, viewer, row.id)
-    cache.get_cache().bump([cache.follows_gen(viewer)])
+    get_cache().bump([follows_gen(viewer)])
     return to_profile(row, following)

@@ -1,8 +1,11 @@
 """Rate limits: Flask-Limiter over Redis, shared by every worker and replica; per process without Redis.
 
-A view declares its limits with `@limited(RULE, ...)`; `init_app` binds them to a Limiter of this
-app's own (Flask-Limiter keeps its state per instance, and tests build many apps in one process).
-Each rule's value is a setting holding a limits string ("10/minute;100/hour"; "off" = no limit).
+A domain declares its rules next to its routes (`Rule`: the setting's name, its production and
+development defaults, the bucket) and a view carries them with `@limited(RULE, ...)`; `init_app`
+gives each rule of a registered view its setting (environment or default, see config.Declared)
+and binds them to a Limiter of this app's own (Flask-Limiter keeps its state per instance, and
+tests build many apps in one process). Each rule's value is a setting holding a limits string
+("10/minute;100/hour"; "off" = no limit).
 Over a limit: 429 in the API's error shape with `Retry-After` seconds, counted per rule in metrics.
 
 Redis trouble never fails or stalls a request: every Redis call is bounded by
@@ -13,25 +16,20 @@ the nearest trusted proxy saw (FORWARDED_ALLOW_IPS), so a client cannot pick its
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import ipaddress
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
-import msgspec
 from flask import Flask, Response, current_app, g, request
 from flask_limiter import Limiter, RateLimitExceeded, RequestLimit
 from limits import parse_many
-from werkzeug.exceptions import HTTPException
 
-from config import ConfigError
-from service.api.endpoint import request_body
+from config import ConfigError, Declared, flag, resolve
 from service.api.errors import APIError, TooManyRequests, api_error_response
 from service.runtime import logs, metrics
 from service.storage import redis_pool
@@ -44,12 +42,24 @@ STRATEGIES = ("fixed-window", "moving-window", "sliding-window-counter")
 
 @dataclass(frozen=True)
 class Rule:
-    setting: str  # the config key that holds the limits string
+    setting: str  # the config key that holds the limits string (RATELIMIT_<SCOPE>_<WHOSE BUCKET>)
     scope: str  # the bucket name, shared by every view carrying the rule; also the metric label
     key: Callable[[], str | None]  # whose bucket; None = the rule does not apply to this request
+    production: str  # the setting's default in production (and testing, where limits are off)
+    development: str | None = None  # its default under `make run`; None = as in production
     # A flag setting: when off, only requests answered 2xx count (Flask-Limiter's deduct_when).
     # None: every attempt counts, whatever the answer (what guards guessing must do).
-    count_failed: str | None = None
+    count_failed: Declared | None = None
+
+    def settings(self) -> list[Declared]:
+        """The settings this rule reads, with their defaults."""
+        limit = Declared(self.setting, self.production, self.development)
+        return [limit] if self.count_failed is None else [limit, self.count_failed]
+
+
+def counts_failed(setting: str, production: bool, development: bool | None = None) -> Declared:
+    """A rule's `count_failed` flag setting, with its defaults."""
+    return Declared(setting, production, development, parse=flag)
 
 
 def client_address() -> str:
@@ -82,31 +92,9 @@ def _parse(text: str) -> IPAddress | None:
     return address
 
 
-class _LoginEmail(msgspec.Struct):
-    email: str
-
-
-class _LoginProbe(msgspec.Struct):
-    user: _LoginEmail
-
-
-def _login_account() -> str | None:
-    """A keyed digest of the normalized login email (no email addresses in Redis); None without one.
-
-    The body is read with the view's own reader (web.request_body: bounded by MAX_CONTENT_LENGTH,
-    chunked or not, kept for the view), so any body the view accepts as a log-in names its account
-    here, however it is framed or padded. None only for a body the view refuses before any password
-    check (too large, not JSON, no email)."""
-    try:
-        email = msgspec.json.decode(request_body(), type=_LoginProbe).user.email
-    except (HTTPException, msgspec.MsgspecError, RecursionError, UnicodeDecodeError, ValueError):
-        return None
-    secret = str(current_app.config["SECRET_KEY"]).encode()
-    return hmac.new(secret, email.strip().lower().encode(), hashlib.sha256).hexdigest()[:32]
-
-
-def _user() -> str | None:
-    """The id of the token's user; None when anonymous or the token is invalid (auth answers 401)."""
+def authenticated_user() -> str | None:
+    """The bucket of a rule on writes: the id of the token's user; None when anonymous or the token is
+    invalid (auth answers 401)."""
     from service.security import auth
 
     try:
@@ -114,18 +102,6 @@ def _user() -> str | None:
         return None if token is None else str(auth.decode_token(token))
     except APIError:
         return None
-
-
-LOGIN_ACCOUNT = Rule("RATELIMIT_LOGIN_ACCOUNT", "login_account", _login_account)
-LOGIN_ADDRESS = Rule("RATELIMIT_LOGIN_ADDRESS", "login_address", client_address)
-REGISTER_ADDRESS = Rule(
-    "RATELIMIT_REGISTER_ADDRESS", "register_address", client_address, count_failed="RATELIMIT_REGISTER_COUNT_FAILED"
-)
-ARTICLES = Rule("RATELIMIT_ARTICLES_USER", "articles", _user)
-COMMENTS = Rule("RATELIMIT_COMMENTS_USER", "comments", _user)
-FAVORITES = Rule("RATELIMIT_FAVORITES_USER", "favorites", _user)
-FOLLOWS = Rule("RATELIMIT_FOLLOWS_USER", "follows", _user)
-RULES = (LOGIN_ACCOUNT, LOGIN_ADDRESS, REGISTER_ADDRESS, ARTICLES, COMMENTS, FAVORITES, FOLLOWS)
 
 
 def limited(*rules: Rule) -> Callable[[F], F]:
@@ -148,10 +124,29 @@ class State:
     limiter: Limiter | None
 
 
-def init_app(app: Flask) -> None:
-    """Bind the declared limits of `app`'s views (call after the blueprints are registered)."""
+def rules_of(app: Flask) -> list[Rule]:
+    """The rules `app`'s views declare, each once; ConfigError when two differ on one scope."""
+    rules: dict[str, Rule] = {}
+    for view in app.view_functions.values():
+        for rule in declared(view):
+            if rules.setdefault(rule.scope, rule) != rule:
+                raise ConfigError(f"two rate limit rules share the scope {rule.scope!r}")
+    return list(rules.values())
+
+
+def declared_settings(app: Flask, env: Mapping[str, str]) -> dict[str, Any]:
+    """The settings of the rules `app`'s views declare that are not set already: from `env`, else defaults."""
+    return resolve((s for rule in rules_of(app) for s in rule.settings()), app.config, env)
+
+
+def init_app(app: Flask, env: Mapping[str, str]) -> None:
+    """Bind the declared limits of `app`'s views (call after the blueprints are registered).
+
+    Their settings come from `app.config` when set there (an explicit override), else `env`,
+    else the rule's default for the profile."""
+    app.config.update(declared_settings(app, env))
     cfg = app.config
-    _validate(cfg)
+    _validate(cfg, rules_of(app))
     limiter = _limiter(app) if cfg["RATELIMIT_ENABLED"] else None
     app.extensions["ratelimit"] = State(
         logs.AddressList(cfg["RATELIMIT_EXEMPT_ADDRESSES"], "RATELIMIT_EXEMPT_ADDRESSES"), limiter
@@ -168,7 +163,7 @@ def init_app(app: Flask) -> None:
                 key_func=partial(_key, rule),
                 exempt_when=partial(_not_applicable, rule),
                 on_breach=partial(_breached, rule),
-                deduct_when=None if rule.count_failed is None or cfg[rule.count_failed] else _succeeded,
+                deduct_when=None if rule.count_failed is None or cfg[rule.count_failed.name] else _succeeded,
             )(wrapped)
         app.view_functions[endpoint] = wrapped
 
@@ -197,8 +192,8 @@ def _limiter(app: Flask) -> Limiter:
     return limiter
 
 
-def _validate(cfg: Any) -> None:
-    for rule in RULES:
+def _validate(cfg: Any, rules: list[Rule]) -> None:
+    for rule in rules:
         value = cfg[rule.setting]
         try:
             if _limits_string(value):

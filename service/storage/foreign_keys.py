@@ -8,7 +8,7 @@ their user out on 401.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -44,8 +44,9 @@ ACCOUNT = Referent(USER_EXISTS, Unauthorized, messages.ACCOUNT_GONE)
 
 REFERENTS = {"article": ARTICLE, "profile": PROFILE, "account": ACCOUNT}
 
-# Every foreign key of the schema, by the name PostgreSQL gave it: <table>_<column>_fkey, its
+# Every foreign key of the core schema, by the name PostgreSQL gave it: <table>_<column>_fkey, its
 # default, as service/storage/migrations/postgresql/*.sql name none. A test checks none is missing.
+# A domain's own tables pass theirs to `referencing` (`constraints=`), so this list stays as it is.
 CONSTRAINTS: dict[str, Referent] = {
     "follows_follower_id_fkey": ACCOUNT,
     "follows_followee_id_fkey": PROFILE,
@@ -59,27 +60,30 @@ CONSTRAINTS: dict[str, Referent] = {
 
 
 @contextmanager
-def referencing(conn: Connection, **ids: int) -> Iterator[None]:
+def referencing(conn: Connection, constraints: Mapping[str, Referent] | None = None, **ids: int) -> Iterator[None]:
     """Run a write on `conn` that references the rows named in `ids` (`article=`, `profile=`, `account=`).
 
     A foreign-key failure inside raises the error of the row that vanished: NotFound for an article
-    or profile, Unauthorized for the account. Any other integrity error propagates unchanged."""
+    or profile, Unauthorized for the account. Any other integrity error propagates unchanged.
+    `constraints` names the foreign keys of the written table when they are not in CONSTRAINTS."""
     unknown = ids.keys() - REFERENTS.keys()
     if unknown:
         raise TypeError(f"unknown referents {sorted(unknown)}; expected some of {sorted(REFERENTS)}")
     try:
         yield
     except IntegrityError as err:
-        referent = _vanished(conn, err, ids)
+        referent = _vanished(conn, err, ids, {**CONSTRAINTS, **(constraints or {})})
         if referent is None:
             raise
         raise referent.gone() from err
 
 
-def _vanished(conn: Connection, err: IntegrityError, ids: dict[str, int]) -> Referent | None:
+def _vanished(
+    conn: Connection, err: IntegrityError, ids: dict[str, int], constraints: Mapping[str, Referent]
+) -> Referent | None:
     """The referent whose row is gone, when `err` is a foreign-key failure that can be placed; else None."""
     if getattr(err.orig, "pgcode", None) == PG_FOREIGN_KEY_VIOLATION:
-        return CONSTRAINTS.get(getattr(getattr(err.orig, "diag", None), "constraint_name", None) or "")
+        return constraints.get(getattr(getattr(err.orig, "diag", None), "constraint_name", None) or "")
     if getattr(err.orig, "sqlite_errorname", None) == SQLITE_FOREIGN_KEY_VIOLATION:
         return _missing(conn, ids)
     return None

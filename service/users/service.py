@@ -12,7 +12,8 @@ from sqlalchemy.exc import IntegrityError
 from service.api import timefmt
 from service.api.endpoint import encode
 from service.api.errors import Invalid, Unauthorized, messages
-from service.caching import cache
+from service.caching.cache import get_cache
+from service.profiles.cache_keys import PROFILES
 from service.security import idempotency
 from service.security.auth import forget_user, issue_token, passwords
 from service.storage.db import get_db
@@ -136,5 +137,5 @@ def update(user_id: int, changes: UpdateUser) -> User:
     if "password_hash" in values:
         forget_user(user_id)
     if {"username", "bio", "image"} & values.keys():
-        cache.get_cache().bump([cache.PROFILES])
+        get_cache().bump([PROFILES])
     return _user(row)

@@ -18,7 +18,8 @@ import pytest
 import redis
 from flask import Flask
 
-from service.caching.cache import EPOCH, SharedCache, article_gen
+from service.articles.cache_keys import article_gen
+from service.caching.cache import EPOCH, SharedCache
 from tests.conftest import Api, auth, build_app
 from tests.faults.servers import ThrowawayRedis
 

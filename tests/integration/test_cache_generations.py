@@ -18,7 +18,8 @@ import pytest
 import redis
 from flask import Flask
 
-from service.caching.cache import SharedCache, article_gen
+from service.articles.cache_keys import article_gen
+from service.caching.cache import SharedCache
 from tests.conftest import Api, auth, build_app
 
 

@@ -25,10 +25,12 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from service.api import timefmt
+from service.articles.cache_keys import LISTS
 from service.articles.schemas import NewArticle, NewArticleRequest
 from service.caching import cache
 from service.security import idempotency
 from service.storage.db import get_db
+from service.tags.cache_keys import TAGS
 from tests.conftest import Api, auth, scratch_database
 from tests.integration.helpers import error_messages
 from tests.live import live_server
@@ -55,7 +57,7 @@ def at(app: Flask, moment: datetime) -> Any:
 
 def generations(app: Flask) -> list[int]:
     with app.app_context():
-        gens = cache.get_cache().generations([cache.LISTS, cache.TAGS])
+        gens = cache.get_cache().generations([LISTS, TAGS])
     assert gens is not None
     return gens
 

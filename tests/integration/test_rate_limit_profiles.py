@@ -89,7 +89,7 @@ def test_production_limits_writes_as_documented(tmp_path: Path) -> None:
 
 
 def test_the_profiles_limits_are_what_the_readme_documents() -> None:
-    from config import load
+    from service import settings as load
 
     production = load({"APP_ENV": "production", "SECRET_KEY": SECRET})
     development = load({"APP_ENV": "development"})

@@ -3,7 +3,7 @@
 The RealWorld spec returns every comment; this API returns pages of at most `limit` (default 100),
 so each page says how many there are (`commentsCount`) and where the next one is (an RFC 8288
 `Link: <...>; rel="next"` header), and both stay right after comments are added or deleted
-(pages are cached, see service/caching/cache.py comments_key).
+(pages are cached, see service/comments/cache_keys.py comments_key).
 """
 
 from __future__ import annotations

@@ -1,0 +1,45 @@
+"""What the shared cache knows of articles, lists and the feed: keys, generations, the `favorited` fact.
+
+One generation per article where a write targets it (update, favorite), and LISTS, bumped by
+any article write, for every list (a new article shows on many pages at once).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+
+from service.caching import cache
+from service.caching.personalize import Fact
+from service.profiles.cache_keys import FOLLOWING, PROFILES, follows_gen
+
+LISTS = "lists"
+
+# `favorited` on every article object, by slug.
+FAVORITED = Fact(
+    "a",
+    match="slug",
+    field="favorited",
+    query=text("SELECT article_id AS id FROM favorites WHERE user_id = :viewer AND article_id IN :ids"),
+)
+# What an article entry may flag: the article and its author.
+ARTICLE_FACTS = (FAVORITED, FOLLOWING)
+
+
+def article_gen(slug: str) -> str:
+    return f"article:{slug}"
+
+
+@cache.key_family("a")
+def article_key(slug: str) -> list[str]:
+    return [article_gen(slug), PROFILES]
+
+
+@cache.key_family("l")
+def list_key(tag: str | None, author: str | None, favorited: str | None, limit: int, offset: int) -> list[str]:
+    return [LISTS, PROFILES]
+
+
+@cache.key_family("f")
+def feed_key(viewer: int, limit: int, offset: int) -> list[str]:
+    """The viewer's own feed page: which articles it holds depends on whom they follow."""
+    return [follows_gen(viewer), LISTS, PROFILES]

@@ -1,0 +1,14 @@
+"""Cache keys and generations of tags: the tag cloud, bumped by any article write that changes tags."""
+
+from __future__ import annotations
+
+from service.caching import cache
+
+TAGS = "tags"
+
+
+# Its key is "t:<digest>:<generations>"; the one from before the facts header (service.caching.personalize)
+# was "t:<generations>", so the two never meet.
+@cache.key_family("t")
+def tags_key() -> list[str]:
+    return [TAGS]
