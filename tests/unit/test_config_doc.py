@@ -1,9 +1,10 @@
 """docs/configuration.md lists exactly the environment variables the service reads.
 
 The variables come from the code, not from a second list: `config/settings.py`'s `ENV_OVERRIDES`
-plus what `load()` reads from its `env` argument, and every `os.environ` read in `gunicorn.conf.py`
+plus what `load()` reads from its `env` argument, every `os.environ` read in `gunicorn.conf.py`
 and `service/` (found with `ast`, so a new `os.environ.get("X")` is seen without anyone updating
-this test). The table is the first Markdown table of docs/configuration.md; a row may name several
+this test), and the settings the domains declare next to their routes (rate limits).
+The table is the first Markdown table of docs/configuration.md; a row may name several
 variables (`PORT` / `HOST` / `BIND`).
 """
 
@@ -60,8 +61,22 @@ def variables_read() -> set[str]:
     names |= _names_read(ast.parse((ROOT / "config" / "settings.py").read_text()), ast.Name(id="env"))
     for path in [ROOT / "gunicorn.conf.py", *sorted((ROOT / "service").rglob("*.py"))]:
         names |= _names_read(ast.parse(path.read_text()))
+    names |= declared_by_domains()
     # Leading underscore: state the gunicorn master hands to itself across a reload, not a setting.
     return {name for name in names if not name.startswith("_")} | READ_BY_LIBRARIES
+
+
+def declared_by_domains() -> set[str]:
+    """The settings the registered blueprints declare (each rate limit names its own variable)."""
+    from flask import Flask
+
+    from service import register_api
+    from service.security import ratelimit
+
+    app = Flask(__name__, static_folder=None)
+    app.config.update(settings.load({}))
+    register_api(app)
+    return {declared.name for rule in ratelimit.rules_of(app) for declared in rule.settings()}
 
 
 def variables_documented() -> set[str]:
