@@ -3,39 +3,18 @@ unfollow, and lists, articles, comments, feeds and profiles after an author rena
 themselves or changes their bio or image.
 
 Each test fills the cache first (the same reads twice, the second a hit), then
-writes, then reads again. They run on the in-process cache (SQLite, PostgreSQL) and
-on Redis (PostgreSQL).
+writes, then reads again. They run on every stack of the `app` fixture: the in-process
+cache (SQLite, PostgreSQL) and Redis (PostgreSQL).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from flask import Flask
 
-from tests.conftest import Api, _reset, auth, build_app
-
-
-@pytest.fixture(scope="module")
-def redis_app(pg_url: str, redis_url: str) -> Iterator[Flask]:
-    app = build_app(pg_url, CACHE_TYPE="RedisCache", REDIS_URL=redis_url)
-    yield app
-    app.extensions["shared_cache"].backend.clear()  # this app's prefix only
-
-
-@pytest.fixture(params=["sqlite", "postgresql", "postgresql+redis"])
-def app(request: pytest.FixtureRequest, tmp_path: Any) -> Flask:
-    """The conftest backends, plus PostgreSQL with the Redis cache; empty tables and cache."""
-    if request.param == "sqlite":
-        application = build_app(f"sqlite:///{tmp_path}/test.db")
-    elif request.param == "postgresql":
-        application = request.getfixturevalue("pg_app")
-    else:
-        application = request.getfixturevalue("redis_app")
-    _reset(application)
-    return application
+from tests.conftest import Api, auth
 
 
 def _hits(app: Flask) -> int:
