@@ -39,7 +39,9 @@ LIST_ALL = text(
     """
 )
 
-COUNT_ALL = text("SELECT COUNT(*) FROM articles")
+# Totals come from counter rows kept by triggers in the writes' own transactions (migration 0005):
+# one primary-key lookup per total, however many articles match. A missing row means 0.
+COUNT_ALL = text("SELECT COALESCE((SELECT n FROM article_counts WHERE scope = 'all'), 0)")
 
 LIST_BY_TAG = text(
     """
@@ -52,7 +54,7 @@ LIST_BY_TAG = text(
     """
 )
 
-COUNT_BY_TAG = text("SELECT COUNT(*) FROM article_tags WHERE tag = :tag")
+COUNT_BY_TAG = text("SELECT COALESCE((SELECT n FROM tag_counts WHERE tag = :tag), 0)")
 
 LIST_BY_AUTHOR = text(
     """
@@ -65,7 +67,11 @@ LIST_BY_AUTHOR = text(
 )
 
 COUNT_BY_AUTHOR = text(
-    "SELECT COUNT(*) FROM articles WHERE author_id = (SELECT id FROM users WHERE username = :author)"
+    """
+    SELECT COALESCE((
+        SELECT c.n FROM users u JOIN article_counts c ON c.scope = 'author:' || u.id WHERE u.username = :author
+    ), 0)
+    """
 )
 
 LIST_BY_FAVORITED = text(
@@ -80,7 +86,12 @@ LIST_BY_FAVORITED = text(
 )
 
 COUNT_BY_FAVORITED = text(
-    "SELECT COUNT(*) FROM favorites WHERE user_id = (SELECT id FROM users WHERE username = :favorited)"
+    """
+    SELECT COALESCE((
+        SELECT c.n FROM users u JOIN article_counts c ON c.scope = 'favorited:' || u.id
+        WHERE u.username = :favorited
+    ), 0)
+    """
 )
 
 # Two or three filters at once: an absent filter is `:x IS NULL`, which
@@ -128,11 +139,12 @@ LIST_FEED = text(
     """
 )
 
+# The sum of the followed authors' counters: one lookup per followed author, not per article.
 COUNT_FEED = text(
     """
-    SELECT COUNT(*)
-    FROM articles a
-    WHERE a.author_id IN (SELECT fo.followee_id FROM follows fo WHERE fo.follower_id = :viewer)
+    SELECT COALESCE(SUM(c.n), 0)
+    FROM follows fo JOIN article_counts c ON c.scope = 'author:' || fo.followee_id
+    WHERE fo.follower_id = :viewer
     """
 )
 
