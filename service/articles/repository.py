@@ -236,6 +236,12 @@ DELETE_FAVORITE = text(
 
 ADD_TO_FAVORITES_COUNT = text("UPDATE articles SET favorites_count = favorites_count + :delta WHERE id = :id")
 
+# A favorite or unfavorite locks its article's row first, as the article's delete does before its
+# cascade reaches the favorites: in the other order an unfavorite (favorite row, then article row)
+# and a delete (article row, then favorite rows) deadlocked. The counter rows of migration 0005
+# come after both. PostgreSQL only: SQLite runs one writer at a time and has no row locks.
+LOCK_ARTICLE = text("SELECT id FROM articles WHERE id = :id FOR NO KEY UPDATE")
+
 
 def article_by_slug(conn: Connection, slug: str) -> Row[Any] | None:
     """The article with its author's public columns, or None."""
@@ -302,6 +308,7 @@ def delete_article(conn: Connection, article_id: int) -> None:
 
 def add_favorite(conn: Connection, user_id: int, article_id: int, now: Any) -> bool:
     """Favorite once; True when a row was added (and the counter moved)."""
+    _lock_article(conn, article_id)
     added = conn.execute(INSERT_FAVORITE, {"user_id": user_id, "article_id": article_id, "now": now}).first()
     if added is not None:
         conn.execute(ADD_TO_FAVORITES_COUNT, {"id": article_id, "delta": 1})
@@ -310,7 +317,13 @@ def add_favorite(conn: Connection, user_id: int, article_id: int, now: Any) -> b
 
 def remove_favorite(conn: Connection, user_id: int, article_id: int) -> bool:
     """Unfavorite; True when a row was removed (and the counter moved)."""
+    _lock_article(conn, article_id)
     removed = conn.execute(DELETE_FAVORITE, {"user_id": user_id, "article_id": article_id}).first()
     if removed is not None:
         conn.execute(ADD_TO_FAVORITES_COUNT, {"id": article_id, "delta": -1})
     return removed is not None
+
+
+def _lock_article(conn: Connection, article_id: int) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(LOCK_ARTICLE, {"id": article_id})
