@@ -25,7 +25,10 @@ CREATE INDEX tag_counts_popular_idx ON tag_counts (n DESC, tag);
 -- 'author:<id>', one statement in sorted order) are taken BEFORE its row is deleted, hence before the
 -- cascades take the tag and 'favorited:' counters; so two article deletes, or a delete and a create
 -- (which takes 'all' first too), meet on 'all' before anything else and run one after the other.
--- A favorite or unfavorite takes one counter only.
+-- A favorite or unfavorite takes its article's row first, as a delete does, then one counter only
+-- (LOCK_ARTICLE in service/articles/repository.py). The price: creates and deletes of articles
+-- queue on the 'all' row for the rest of their transaction; should that ever show, split it into
+-- slots that a read sums.
 --
 -- Statements inside a function body share a line: the migration runner splits a file at every
 -- semicolon that ends a line (service/storage/migrate.py).
