@@ -32,7 +32,17 @@ from service.storage.db import get_db
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
-TABLES = ("comments", "favorites", "article_tags", "articles", "follows", "users", "idempotency_keys")
+TABLES = (
+    "comments",
+    "favorites",
+    "article_tags",
+    "articles",
+    "follows",
+    "users",
+    "idempotency_keys",
+    "article_counts",
+    "tag_counts",
+)
 
 
 def _services_required() -> bool:

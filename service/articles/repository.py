@@ -1,7 +1,9 @@
 """SQL for articles, tags and favorites. Functions take a connection and never commit.
 
-Lists have one statement pair per single filter, so each uses its own index
-(EXPLAIN figures in BENCHMARKS.md); combined filters share one statement.
+Lists have one page statement per single filter, so each uses its own index
+(EXPLAIN figures in BENCHMARKS.md); combined filters share one page statement.
+A total reads counter rows kept by triggers (migration 0005), or for combined
+filters counts along their indexes.
 """
 
 from __future__ import annotations
@@ -39,7 +41,9 @@ LIST_ALL = text(
     """
 )
 
-COUNT_ALL = text("SELECT COUNT(*) FROM articles")
+# Totals come from counter rows kept by triggers in the writes' own transactions (migration 0005):
+# one primary-key lookup per total, however many articles match. A missing row means 0.
+COUNT_ALL = text("SELECT COALESCE((SELECT n FROM article_counts WHERE scope = 'all'), 0)")
 
 LIST_BY_TAG = text(
     """
@@ -52,7 +56,7 @@ LIST_BY_TAG = text(
     """
 )
 
-COUNT_BY_TAG = text("SELECT COUNT(*) FROM article_tags WHERE tag = :tag")
+COUNT_BY_TAG = text("SELECT COALESCE((SELECT n FROM tag_counts WHERE tag = :tag), 0)")
 
 LIST_BY_AUTHOR = text(
     """
@@ -65,7 +69,11 @@ LIST_BY_AUTHOR = text(
 )
 
 COUNT_BY_AUTHOR = text(
-    "SELECT COUNT(*) FROM articles WHERE author_id = (SELECT id FROM users WHERE username = :author)"
+    """
+    SELECT COALESCE((
+        SELECT c.n FROM users u JOIN article_counts c ON c.scope = 'author:' || u.id WHERE u.username = :author
+    ), 0)
+    """
 )
 
 LIST_BY_FAVORITED = text(
@@ -80,7 +88,12 @@ LIST_BY_FAVORITED = text(
 )
 
 COUNT_BY_FAVORITED = text(
-    "SELECT COUNT(*) FROM favorites WHERE user_id = (SELECT id FROM users WHERE username = :favorited)"
+    """
+    SELECT COALESCE((
+        SELECT c.n FROM users u JOIN article_counts c ON c.scope = 'favorited:' || u.id
+        WHERE u.username = :favorited
+    ), 0)
+    """
 )
 
 # Two or three filters at once: an absent filter is `:x IS NULL`, which
@@ -99,23 +112,64 @@ LIST_FILTERED = text(
     """
 )
 
-COUNT_FILTERED = text(
+# Two or three filters at once are counted, not kept (a counter per combination would be a row per
+# tag x author x favoriter). Each combination has its own statement, without `:x IS NULL OR`: an OR
+# around a subquery keeps PostgreSQL from turning it into a join, and it hashed every article. As
+# written, one filter's index drives and the others are probed by key, so a count reads at most the
+# index entries of the filters it combines, never a whole table (EXPLAIN at 100,000 articles:
+# bench/recorded/2026-11-29-explain-counts.txt). Favorites and tag links need no articles row for
+# that: their foreign keys cascade.
+COUNT_BY_TAG_AUTHOR = text(
     """
-    SELECT COUNT(*)
-    FROM articles a
-    WHERE (:tag IS NULL OR a.id IN (SELECT t.article_id FROM article_tags t WHERE t.tag = :tag))
-      AND (:author IS NULL OR a.author_id = (SELECT au.id FROM users au WHERE au.username = :author))
-      AND (:favorited IS NULL OR a.id IN (
-            SELECT f.article_id FROM favorites f
-            WHERE f.user_id = (SELECT fu.id FROM users fu WHERE fu.username = :favorited)))
+    SELECT COUNT(*) FROM articles a
+    WHERE a.author_id = (SELECT id FROM users WHERE username = :author)
+      AND EXISTS (SELECT 1 FROM article_tags t WHERE t.article_id = a.id AND t.tag = :tag)
     """
 )
 
+COUNT_BY_TAG_FAVORITED = text(
+    """
+    SELECT COUNT(*) FROM favorites f
+    WHERE f.user_id = (SELECT id FROM users WHERE username = :favorited)
+      AND EXISTS (SELECT 1 FROM article_tags t WHERE t.article_id = f.article_id AND t.tag = :tag)
+    """
+)
+
+COUNT_BY_AUTHOR_FAVORITED = text(
+    """
+    SELECT COUNT(*) FROM favorites f JOIN articles a ON a.id = f.article_id
+    WHERE f.user_id = (SELECT id FROM users WHERE username = :favorited)
+      AND a.author_id = (SELECT id FROM users WHERE username = :author)
+    """
+)
+
+COUNT_BY_TAG_AUTHOR_FAVORITED = text(
+    """
+    SELECT COUNT(*) FROM favorites f JOIN articles a ON a.id = f.article_id
+    WHERE f.user_id = (SELECT id FROM users WHERE username = :favorited)
+      AND a.author_id = (SELECT id FROM users WHERE username = :author)
+      AND EXISTS (SELECT 1 FROM article_tags t WHERE t.article_id = a.id AND t.tag = :tag)
+    """
+)
+
+# Pages by the filters given; two or three share LIST_FILTERED.
 _LIST_STATEMENTS = {
-    (): (LIST_ALL, COUNT_ALL),
-    ("tag",): (LIST_BY_TAG, COUNT_BY_TAG),
-    ("author",): (LIST_BY_AUTHOR, COUNT_BY_AUTHOR),
-    ("favorited",): (LIST_BY_FAVORITED, COUNT_BY_FAVORITED),
+    (): LIST_ALL,
+    ("tag",): LIST_BY_TAG,
+    ("author",): LIST_BY_AUTHOR,
+    ("favorited",): LIST_BY_FAVORITED,
+}
+
+# Totals by the filters given: every combination has its own.
+_COUNT_STATEMENTS = {
+    (): COUNT_ALL,
+    ("tag",): COUNT_BY_TAG,
+    ("author",): COUNT_BY_AUTHOR,
+    ("favorited",): COUNT_BY_FAVORITED,
+    ("tag", "author"): COUNT_BY_TAG_AUTHOR,
+    ("tag", "favorited"): COUNT_BY_TAG_FAVORITED,
+    ("author", "favorited"): COUNT_BY_AUTHOR_FAVORITED,
+    ("tag", "author", "favorited"): COUNT_BY_TAG_AUTHOR_FAVORITED,
 }
 
 LIST_FEED = text(
@@ -128,11 +182,13 @@ LIST_FEED = text(
     """
 )
 
+# The sum of the followed authors' counters: one primary-key lookup per followed author, not one
+# per article. (As a join on the built key, the planner hashes every counter row instead.)
 COUNT_FEED = text(
     """
-    SELECT COUNT(*)
-    FROM articles a
-    WHERE a.author_id IN (SELECT fo.followee_id FROM follows fo WHERE fo.follower_id = :viewer)
+    SELECT COALESCE(SUM((SELECT c.n FROM article_counts c WHERE c.scope = 'author:' || fo.followee_id)), 0)
+    FROM follows fo
+    WHERE fo.follower_id = :viewer
     """
 )
 
@@ -180,6 +236,12 @@ DELETE_FAVORITE = text(
 
 ADD_TO_FAVORITES_COUNT = text("UPDATE articles SET favorites_count = favorites_count + :delta WHERE id = :id")
 
+# A favorite or unfavorite locks its article's row first, as the article's delete does before its
+# cascade reaches the favorites: in the other order an unfavorite (favorite row, then article row)
+# and a delete (article row, then favorite rows) deadlocked. The counter rows of migration 0005
+# come after both. PostgreSQL only: SQLite runs one writer at a time and has no row locks.
+LOCK_ARTICLE = text("SELECT id FROM articles WHERE id = :id FOR NO KEY UPDATE")
+
 
 def article_by_slug(conn: Connection, slug: str) -> Row[Any] | None:
     """The article with its author's public columns, or None."""
@@ -192,9 +254,9 @@ def list_articles(
     """One page of matching articles, newest first, and the total number of matches."""
     filters = {"tag": tag, "author": author, "favorited": favorited}
     given = tuple(name for name, value in filters.items() if value is not None)
-    page, count = _LIST_STATEMENTS.get(given, (LIST_FILTERED, COUNT_FILTERED))
+    page = _LIST_STATEMENTS.get(given, LIST_FILTERED)
     rows = conn.execute(page, {**filters, "limit": limit, "offset": offset}).all()
-    total = conn.execute(count, filters).scalar_one()
+    total = conn.execute(_COUNT_STATEMENTS[given], {name: filters[name] for name in given}).scalar_one()
     return list(rows), int(total)
 
 
@@ -246,6 +308,7 @@ def delete_article(conn: Connection, article_id: int) -> None:
 
 def add_favorite(conn: Connection, user_id: int, article_id: int, now: Any) -> bool:
     """Favorite once; True when a row was added (and the counter moved)."""
+    _lock_article(conn, article_id)
     added = conn.execute(INSERT_FAVORITE, {"user_id": user_id, "article_id": article_id, "now": now}).first()
     if added is not None:
         conn.execute(ADD_TO_FAVORITES_COUNT, {"id": article_id, "delta": 1})
@@ -254,7 +317,13 @@ def add_favorite(conn: Connection, user_id: int, article_id: int, now: Any) -> b
 
 def remove_favorite(conn: Connection, user_id: int, article_id: int) -> bool:
     """Unfavorite; True when a row was removed (and the counter moved)."""
+    _lock_article(conn, article_id)
     removed = conn.execute(DELETE_FAVORITE, {"user_id": user_id, "article_id": article_id}).first()
     if removed is not None:
         conn.execute(ADD_TO_FAVORITES_COUNT, {"id": article_id, "delta": -1})
     return removed is not None
+
+
+def _lock_article(conn: Connection, article_id: int) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(LOCK_ARTICLE, {"id": article_id})

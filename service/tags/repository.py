@@ -4,14 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, text
 
-SELECT_POPULAR_TAGS = text(
-    """
-    SELECT tag FROM article_tags
-    GROUP BY tag
-    ORDER BY COUNT(*) DESC, tag
-    LIMIT :limit
-    """
-)
+# The top of the index tag_counts_popular_idx (n DESC, tag): reads `limit` entries, not every tag link.
+# The counts are kept by triggers in the writes' own transactions (migration 0005).
+SELECT_POPULAR_TAGS = text("SELECT tag FROM tag_counts WHERE n > 0 ORDER BY n DESC, tag LIMIT :limit")
 
 
 def popular_tags(conn: Connection, limit: int) -> list[str]:

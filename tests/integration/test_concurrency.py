@@ -256,3 +256,61 @@ def wait_for_lock_waiter(engine: Engine, seconds: float = 10) -> None:
                 return
         time.sleep(0.02)
     raise AssertionError("the favorite request never waited on the row lock")
+
+
+# Every counter of migration 0005 next to what COUNT(*) says, as (scope, kept, counted) where they differ.
+COUNTER_DRIFT = """
+    WITH counted AS (
+        SELECT 'all' AS scope, COUNT(*) AS n FROM articles
+        UNION ALL SELECT 'author:' || author_id, COUNT(*) FROM articles GROUP BY author_id
+        UNION ALL SELECT 'favorited:' || user_id, COUNT(*) FROM favorites GROUP BY user_id
+        UNION ALL SELECT 'tag:' || tag, COUNT(*) FROM article_tags GROUP BY tag
+    ), kept AS (
+        SELECT scope, n FROM article_counts UNION ALL SELECT 'tag:' || tag, n FROM tag_counts
+    )
+    SELECT COALESCE(json_agg(json_build_array(scope, kept.n, counted.n)), '[]')
+    FROM kept FULL JOIN counted USING (scope)
+    WHERE COALESCE(kept.n, 0) <> COALESCE(counted.n, 0)
+"""
+
+
+def test_concurrent_creates_deletes_and_favorites_leave_every_counter_equal_to_count_star(server: Server) -> None:
+    """Counters move in the writes' own transactions, in an order that cannot deadlock: many writers
+    on the same counters ('all', shared tags, one reader's favorites) all commit, and agree with the rows."""
+    tokens = register_many(server, [f"counted{i}" for i in range(8)])
+    names = list(tokens)
+    rng = random.Random(5)
+    tag_sets = [["shared"], ["shared", "x"], ["x", "y"], ["y", "shared", "z"], []]
+
+    def create(name: str, n: int) -> Reply:
+        article = {"title": f"Counted {name} {n}", "description": "d", "body": "b", "tagList": rng.choice(tag_sets)}
+        return server.call("POST", "/articles", {"article": article}, tokens[name])
+
+    # Articles to favorite and to delete, by every author.
+    first = all_at_once([lambda name=name, n=n: create(name, n) for name in names for n in range(3)], threads=12)
+    assert [r.status for r in first] == [201] * len(first), [r.body for r in first if r.status != 201]
+    articles = [(r.body["article"]["slug"], r.body["article"]["author"]["username"]) for r in first]
+    doomed = articles[::3]
+    tasks: list[Callable[[], Reply]] = [lambda name=name, n=n: create(name, n) for name in names for n in range(3, 6)]
+    tasks += [lambda s=s, a=a: server.call("DELETE", f"/articles/{s}", token=tokens[a]) for s, a in doomed]
+    for slug, _ in articles:
+        for name in rng.sample(names, 4):
+            method = rng.choice(["POST", "POST", "DELETE"])
+            tasks.append(lambda s=slug, n=name, m=method: server.call(m, f"/articles/{s}/favorite", token=tokens[n]))
+    tasks += [lambda f=f: server.call("POST", f"/profiles/{names[0]}/follow", token=tokens[f]) for f in names[1:]]
+    rng.shuffle(tasks)
+
+    replies = all_at_once(tasks, threads=24)
+
+    statuses = Counter(r.status for r in replies)
+    assert set(statuses) <= {200, 201, 204, 404}, (statuses, [r.body for r in replies if r.status >= 500][:3])
+    assert server.scalar(COUNTER_DRIFT) == []
+    # And what readers are told agrees with the rows.
+    total = server.scalar("SELECT COUNT(*) FROM articles")
+    assert server.call("GET", "/articles?limit=1").body["articlesCount"] == total
+    shared = server.scalar("SELECT COUNT(*) FROM article_tags WHERE tag = 'shared'")
+    assert server.call("GET", "/articles?tag=shared&limit=1").body["articlesCount"] == shared
+    by_first = server.scalar(
+        "SELECT COUNT(*) FROM articles a JOIN users u ON u.id = a.author_id WHERE u.username = :u", u=names[0]
+    )
+    assert server.call("GET", "/articles/feed?limit=1", token=tokens[names[1]]).body["articlesCount"] == by_first

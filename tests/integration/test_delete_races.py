@@ -134,3 +134,28 @@ def test_many_clients_commenting_and_favoriting_while_the_author_deletes_hear_20
     writes_replies = [r for i, r in enumerate(replies) if i not in deletes]
     assert_each_write_landed_or_found_no_article(writes_replies)
     assert_nothing_left_of(server, slugs)
+
+
+def test_unfavorites_racing_the_delete_of_their_article_hear_200_or_404_never_503(server: Server) -> None:
+    """An unfavorite deleted its favorite row, then waited for the article's row to update the count,
+    while the article's delete held that row and waited for the favorite row: a deadlock, answered
+    503. Both now take the article's row first."""
+    tokens = register_many(server, ["unloved"] + [f"fickle{i}" for i in range(16)])
+    writer = tokens.pop("unloved")
+    rng = random.Random(3)
+    replies: list[Reply] = []
+    slugs = []
+    for n in range(4):
+        slug = create_article(server, writer, f"Fickle {n}")
+        for token in tokens.values():
+            assert server.call("POST", f"/articles/{slug}/favorite", token=token).status == 200
+        tasks = [partial(server.call, "DELETE", f"/articles/{slug}/favorite", None, t) for t in tokens.values()]
+        tasks.insert(rng.randrange(len(tasks)), partial(server.call, "DELETE", f"/articles/{slug}", None, writer))
+        replies += all_at_once(tasks, threads=len(tasks))
+        slugs.append(slug)
+
+    statuses = Counter(r.status for r in replies)
+    assert set(statuses) <= {200, 204, 404}, statuses
+    assert statuses[204] == len(slugs)
+    assert all(r.body == ARTICLE_GONE for r in replies if r.status == 404)
+    assert_nothing_left_of(server, slugs)
