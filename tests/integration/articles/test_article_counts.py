@@ -194,6 +194,9 @@ def _dialect(app: Flask) -> str:
 
 
 def _backfill_statements(dialect: str) -> list[str]:
-    """The INSERT ... SELECT statements of migration 0005 for `dialect`, as the runner splits them."""
+    """The backfill (INSERT ... SELECT) statements of migration 0005 for `dialect`: one a line, at its end."""
     (migration,) = [m for m in migrate.available(dialect) if m.version == "0005_maintained_counts"]
-    return [s for s in migration.statements() if s.startswith("INSERT INTO") and "SELECT" in s]
+    lines = migration.path.read_text().splitlines()
+    found = [line for line in lines if line.startswith("INSERT INTO") and " SELECT " in line]
+    assert len(found) == 4, found
+    return found
