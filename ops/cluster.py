@@ -11,7 +11,7 @@ Everything lives in the state directory (var/cluster/ by default): `servers.cfg`
 inventory HAProxy loads after haproxy.cfg (names and ports are read back from it, nowhere else),
 `state.json` (pids with their start times, the replicas' environment; mode 600: it may hold
 SECRET_KEY), one log per process, HAProxy's admin socket and `pgbouncer/` (PgBouncer's ini and log:
-on PostgreSQL the replicas connect through PgBouncer in transaction pooling mode, ops/pgbouncer.py).
+on PostgreSQL the replicas connect through PgBouncer in transaction pooling mode, ops/pgbouncer/).
 Each process leads its own session, so a stop or a kill reaches a gunicorn master and its workers,
 and only the processes recorded here.
 """

@@ -1,4 +1,4 @@
-"""PgBouncer (transaction pooling, ops/pgbouncer.py) restarted under load, in front of the fault tests'
+"""PgBouncer (transaction pooling, ops/pgbouncer/) restarted under load, in front of the fault tests'
 PostgreSQL: an immediate shutdown (SIGTERM closes every client connection), a second down, a start.
 
 Pass, as for a PostgreSQL restart: while PgBouncer is down every answer is 2xx (a cached read) or a

@@ -1,4 +1,4 @@
-"""The service through PgBouncer 1.18 in transaction pooling mode (ops/pgbouncer.py): it logs in,
+"""The service through PgBouncer 1.18 in transaction pooling mode (ops/pgbouncer/): it logs in,
 its timeouts hold per transaction, nothing it sets leaks to the next client of a server
 connection, and migrations go to DATABASE_DIRECT_URL."""
 

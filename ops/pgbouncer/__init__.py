@@ -66,7 +66,7 @@ def render(server_url: str, port: int, folder: Path, pool: PoolSettings) -> tupl
     user, password = url.username or "postgres", url.password or ""
     target = f"host={url.host or '127.0.0.1'} port={url.port or 5432} dbname={url.database}"
     ini = f"""\
-; written by ops/pgbouncer.py
+; written by ops/pgbouncer/__init__.py
 [databases]
 {url.database} = {target}
 
