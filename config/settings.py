@@ -23,7 +23,8 @@ class BaseConfig:
     # Connections kept open per worker process (1-50). Every gevent greenlet that
     # talks to the database holds one for the duration of its transaction, so
     # pool size + overflow caps a worker's concurrent DB work. Budget:
-    # replicas x workers x (size + overflow) < PostgreSQL max_connections - 3.
+    # replicas x workers x (size + overflow) < PostgreSQL max_connections - 3,
+    # or PgBouncer's max_client_conn when DATABASE_URL points at PgBouncer.
     DB_POOL_SIZE = 10
     # Extra connections opened under bursts and closed when idle (0-50).
     DB_MAX_OVERFLOW = 5
