@@ -45,7 +45,7 @@ run: migrate ## serve the API on http://127.0.0.1:8000/api (SQLite + in-process 
 	@echo "Conduit API: http://$(RUN_ADDR)/api  docs: http://$(RUN_ADDR)/api/docs  OpenAPI: http://$(RUN_ADDR)/api/openapi.json"
 	exec $(BIN)/gunicorn -c gunicorn.conf.py
 
-test: $(VENV)/.dev $(E2E)/node_modules/.installed haproxy fault-servers wrk ## every test layer: unit, integration, e2e, security, bench, cluster, faults; installs what it needs
+test: $(VENV)/.dev $(E2E)/node_modules/.installed haproxy pgbouncer fault-servers wrk ## every test layer: unit, integration, e2e, security, bench, cluster, faults; installs what it needs
 	mkdir -p var
 	$(BIN)/pytest tests
 
@@ -106,10 +106,11 @@ wrk: ## install wrk with apt-get when missing
 tune: $(VENV)/.bench wrk ## sweep workers x worker_connections and recommend a setting (about 3 min); TUNE_ARGS='--replicas 3'
 	$(BIN)/python -m bench.tune $(TUNE_ARGS)
 
-# make cluster          REPLICAS (3) replicas x WORKERS (2) on PostgreSQL + Redis behind HAProxy on :8080
-#                       (DATABASE_URL, REDIS_URL; more options: CLUSTER_ARGS='--port 9080', see
+# make cluster          REPLICAS (3) replicas x WORKERS (2) on PostgreSQL + Redis behind HAProxy on :8080, the
+#                       replicas connecting through PgBouncer (transaction pooling) on :6432
+#                       (DATABASE_URL, REDIS_URL; more options: CLUSTER_ARGS='--no-pgbouncer', see
 #                       .venv/bin/python -m ops.cluster start --help); prints where everything is
-.PHONY: cluster cluster-stop rolling-restart test-cluster haproxy
+.PHONY: cluster cluster-stop rolling-restart test-cluster haproxy pgbouncer
 REPLICAS ?= 3
 WORKERS ?= 2
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
@@ -118,7 +119,12 @@ haproxy: ## install HAProxy with apt-get when missing
 	  echo "HAProxy is missing: installing it with apt-get"; \
 	  $(SUDO) apt-get update && $(SUDO) apt-get install -y haproxy; }
 
-cluster: haproxy $(VENV)/.runtime ## REPLICAS (3) x WORKERS (2) on PostgreSQL + Redis behind HAProxy on :8080; CLUSTER_ARGS for more
+pgbouncer: ## install PgBouncer with apt-get when missing (make cluster runs it between the replicas and PostgreSQL)
+	@command -v pgbouncer >/dev/null || test -x /usr/sbin/pgbouncer || { \
+	  echo "PgBouncer is missing: installing it with apt-get"; \
+	  $(SUDO) apt-get update && $(SUDO) apt-get install -y pgbouncer; }
+
+cluster: haproxy pgbouncer $(VENV)/.runtime ## REPLICAS (3) x WORKERS (2) on PostgreSQL (through PgBouncer on :6432) + Redis behind HAProxy on :8080; CLUSTER_ARGS for more
 	$(BIN)/python -m ops.cluster start --replicas $(REPLICAS) --workers $(WORKERS) $(CLUSTER_ARGS)
 
 cluster-stop: $(VENV)/.runtime ## stop exactly what make cluster started (pids in var/cluster/)
@@ -127,7 +133,7 @@ cluster-stop: $(VENV)/.runtime ## stop exactly what make cluster started (pids i
 rolling-restart: $(VENV)/.runtime ## restart the replicas one at a time: drain in HAProxy, stop, start, wait UP, ready
 	$(BIN)/python -m ops.cluster rolling-restart
 
-test-cluster: $(VENV)/.dev haproxy ## the failover tests: replicas + HAProxy under load, SIGKILL and rolling restart
+test-cluster: $(VENV)/.dev haproxy pgbouncer fault-servers ## the failover tests: replicas + HAProxy under load, SIGKILL and rolling restart; 8 x 2 workers through PgBouncer
 	mkdir -p var
 	$(BIN)/pytest tests/cluster
 
@@ -139,7 +145,7 @@ fault-servers: ## install the PostgreSQL and Redis server binaries with apt-get 
 	  echo "PostgreSQL or Redis server binaries are missing: installing them with apt-get"; \
 	  $(SUDO) apt-get update && $(SUDO) apt-get install -y postgresql redis-server; }
 
-test-faults: $(VENV)/.dev fault-servers ## the fault tests (about a minute): throwaway PostgreSQL and Redis restarted, crashed, frozen
+test-faults: $(VENV)/.dev pgbouncer fault-servers ## the fault tests (about a minute): throwaway PostgreSQL and Redis restarted, crashed, frozen
 	mkdir -p var
 	$(BIN)/pytest -m faults tests/faults
 

@@ -18,10 +18,14 @@ class BaseConfig:
     # Database URL: sqlite:///path or postgresql://user@host:port/db. The embedded
     # default keeps a SQLite file under var/ so a first `make run` needs no server.
     DATABASE_URL = "sqlite:///var/conduit.db"
+    # PostgreSQL itself, for what needs a server session of its own (migrations) when DATABASE_URL
+    # points at PgBouncer in transaction pooling mode. Empty: DATABASE_URL.
+    DATABASE_DIRECT_URL = ""
     # Connections kept open per worker process (1-50). Every gevent greenlet that
     # talks to the database holds one for the duration of its transaction, so
     # pool size + overflow caps a worker's concurrent DB work. Budget:
-    # replicas x workers x (size + overflow) < PostgreSQL max_connections - 3.
+    # replicas x workers x (size + overflow) < PostgreSQL max_connections - 3,
+    # or PgBouncer's max_client_conn when DATABASE_URL points at PgBouncer.
     DB_POOL_SIZE = 10
     # Extra connections opened under bursts and closed when idle (0-50).
     DB_MAX_OVERFLOW = 5
@@ -170,6 +174,7 @@ def flag(value: str) -> bool:
 # Environment variables that override settings, with the type to parse them as.
 ENV_OVERRIDES: dict[str, Callable[[str], Any]] = {
     "DATABASE_URL": str,
+    "DATABASE_DIRECT_URL": str,
     "DB_POOL_SIZE": int,
     "DB_MAX_OVERFLOW": int,
     "DB_WRITE_POOL_SIZE": int,
@@ -263,8 +268,10 @@ def load(env: Mapping[str, str], overrides: Mapping[str, Any] | None = None) -> 
             except ValueError as exc:
                 raise ConfigError(f"{name}={env[name]!r} is not a valid {kind.__name__}") from exc
     settings.update(overrides or {})
-    if settings["DATABASE_URL"].startswith("postgres://"):
-        settings["DATABASE_URL"] = "postgresql://" + settings["DATABASE_URL"][len("postgres://") :]
+    settings["DATABASE_DIRECT_URL"] = settings["DATABASE_DIRECT_URL"] or settings["DATABASE_URL"]
+    for name in ("DATABASE_URL", "DATABASE_DIRECT_URL"):
+        if settings[name].startswith("postgres://"):
+            settings[name] = "postgresql://" + settings[name][len("postgres://") :]
     if settings["REDIS_URL"] and "CACHE_TYPE" not in env and "CACHE_TYPE" not in (overrides or {}):
         settings["CACHE_TYPE"] = "RedisCache"
     _check(settings)

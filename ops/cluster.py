@@ -1,6 +1,6 @@
 """Run N Conduit replicas behind HAProxy on this host.
 
-    python -m ops.cluster start --replicas 3    # make cluster REPLICAS=3
+    python -m ops.cluster start --replicas 3    # make cluster REPLICAS=3 (PgBouncer on :6432 in front of PostgreSQL)
     python -m ops.cluster status
     python -m ops.cluster rolling-restart       # make rolling-restart
     python -m ops.cluster stop                  # make cluster-stop
@@ -10,8 +10,10 @@
 Everything lives in the state directory (var/cluster/ by default): `servers.cfg`, the replica
 inventory HAProxy loads after haproxy.cfg (names and ports are read back from it, nowhere else),
 `state.json` (pids with their start times, the replicas' environment; mode 600: it may hold
-SECRET_KEY), one log per process and HAProxy's admin socket. Each process leads its own session, so
-a stop or a kill reaches a gunicorn master and its workers, and only the processes recorded here.
+SECRET_KEY), one log per process, HAProxy's admin socket and `pgbouncer/` (PgBouncer's ini and log:
+on PostgreSQL the replicas connect through PgBouncer in transaction pooling mode, ops/pgbouncer/).
+Each process leads its own session, so a stop or a kill reaches a gunicorn master and its workers,
+and only the processes recorded here.
 """
 
 from __future__ import annotations
@@ -34,11 +36,16 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ops import database, launcher, procs
 from ops.lbadmin import Admin, AdminError
+from ops.pgbouncer import PgBouncer, PgBouncerError, PoolSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKEND = "be_api"
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/conduit"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_PGBOUNCER_PORT = 6432
+DEFAULT_PGBOUNCER_POOL = 40
+# PostgreSQL connections left beside PgBouncer's pool: migrations (DATABASE_DIRECT_URL) and a psql.
+DIRECT_HEADROOM = 5
 SERVER_LINE = re.compile(r"^\s*server\s+(\S+)\s+(\S+):(\d+)(\s|$)")
 Log = Callable[[str], None]
 
@@ -139,13 +146,18 @@ class Cluster:
         env: Mapping[str, str] | None = None,
         timeout: float = 60.0,
         replica_ports: Sequence[int] | None = None,
+        pgbouncer_port: int | None = DEFAULT_PGBOUNCER_PORT,
+        pgbouncer_pool: int = DEFAULT_PGBOUNCER_POOL,
     ) -> None:
-        """Migrate, start the replicas and HAProxy, wait until HAProxy sees every replica UP."""
+        """Migrate, start PgBouncer, the replicas and HAProxy, wait until HAProxy sees every replica UP.
+
+        On PostgreSQL the replicas connect through PgBouncer on `pgbouncer_port` (None: straight to
+        PostgreSQL), which holds at most `pgbouncer_pool` server connections."""
         if self.running():
             raise ClusterError(f"a cluster is already running from {self.dir}: `make cluster-stop` first")
         chosen = replica_ports or [first_port + i for i in range(replicas)]
         ports = {f"app{i}": port for i, port in enumerate(chosen, start=1)}
-        busy = [p for p in (port, stats_port, *ports.values()) if not port_free(p)]
+        busy = [p for p in (port, stats_port, *ports.values(), pgbouncer_port) if p is not None and not port_free(p)]
         if busy:
             raise ClusterError(f"ports already in use on 127.0.0.1: {busy}")
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -182,9 +194,11 @@ class Cluster:
             max_connections = database.prepare(base["DATABASE_URL"], self.log)
         except database.DatabaseError as exc:
             raise ClusterError(str(exc)) from exc
-        if max_connections is not None:
+        if max_connections is not None and pgbouncer_port is None:
             database.fit_budget(base, replicas * workers, max_connections, self.log)
             self._save()
+        if max_connections is not None:
+            base["DATABASE_DIRECT_URL"] = base.get("DATABASE_DIRECT_URL") or base["DATABASE_URL"]
         bin_dir = Path(sys.executable).parent
         migrate = procs.spawn(
             [str(bin_dir / "flask"), "--app", "service", "db", "upgrade"], base, ROOT, self.dir / "migrate.log"
@@ -192,6 +206,10 @@ class Cluster:
         if not procs.wait_gone(migrate, timeout):
             raise ClusterError(f"migrations did not finish in {timeout:.0f} s; see {self.dir / 'migrate.log'}")
         try:
+            if max_connections is not None and pgbouncer_port is not None:
+                pool = min(pgbouncer_pool, max_connections - database.RESERVED - DIRECT_HEADROOM)
+                clients = replicas * workers * database.per_worker(base)
+                self._start_pgbouncer(base, pgbouncer_port, PoolSettings(pool_size=pool, max_client_conn=clients + 100))
             started = [self._spawn_replica(name) for name in ports]
             for replica in started:
                 self._wait_healthy(replica, timeout)
@@ -202,6 +220,21 @@ class Cluster:
         except BaseException:
             self.stop()
             raise
+
+    def _start_pgbouncer(self, env: dict[str, str], port: int, pool: PoolSettings) -> None:
+        """Start PgBouncer in front of env's DATABASE_URL and point the replicas' DATABASE_URL at it."""
+        bouncer = PgBouncer(self.dir / "pgbouncer", env["DATABASE_DIRECT_URL"], port, pool)
+        try:
+            self._record("pgbouncer", bouncer.start())
+        except PgBouncerError as exc:
+            raise ClusterError(str(exc)) from exc
+        env["DATABASE_URL"] = bouncer.url
+        self.state["pgbouncer"] = {"port": port, "pool_size": pool.pool_size, "max_client_conn": pool.max_client_conn}
+        self._save()
+        self.log(
+            f"PgBouncer on 127.0.0.1:{port}: transaction pooling, at most {pool.pool_size} PostgreSQL connections"
+            f" for up to {pool.max_client_conn} clients"
+        )
 
     def _haproxy_argv(self, *extra: str) -> list[str]:
         return [haproxy_binary(), *extra, "-f", str(ROOT / "haproxy.cfg"), "-f", str(self.inventory)]
@@ -249,14 +282,16 @@ class Cluster:
         alive = {n: p for n in self.state.get("processes", {}) if (p := self._proc(n)) and procs.owns_group(p)}
         if "haproxy" in alive:  # first: no request is sent to a replica that is going away
             procs.stop(alive["haproxy"], timeout)
-        replicas = {n: p for n, p in alive.items() if n != "haproxy"}
+        replicas = {n: p for n, p in alive.items() if n not in ("haproxy", "pgbouncer")}
         for proc in replicas.values():  # all at once: each takes SHUTDOWN_DELAY + its drain
             if not procs.signal_leader(proc, signal.SIGTERM):
                 procs.signal_group(proc, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         for proc in replicas.values():
             procs.finish(proc, max(0.0, deadline - time.monotonic()))  # SIGKILL to what is left at the deadline
-        stopped = sorted(alive, key=lambda n: n != "haproxy")
+        if "pgbouncer" in alive:  # last: the replicas' in-flight requests needed it
+            procs.stop(alive["pgbouncer"], 10.0)
+        stopped = sorted(alive, key=lambda n: (n != "haproxy", n == "pgbouncer"))
         self.state["processes"] = {}
         if self.state_file.exists():
             self._save()
@@ -274,6 +309,8 @@ class Cluster:
     def revive(self, name: str, timeout: float = 60.0) -> None:
         """Start a replica that is not running; HAProxy's health checks bring it back."""
         self.reload()
+        if name not in self.replicas():
+            raise ClusterError(f"{name} is not a replica of this cluster ({', '.join(self.replicas())})")
         proc = self._proc(name)
         if proc is not None and procs.owns_group(proc):
             raise ClusterError(f"{name} is running (pid {proc.pid})")
@@ -358,6 +395,10 @@ class Cluster:
             counters = f"retries {row.get('wretr', '?')}  redispatches {row.get('wredis', '?')}"
             lines.append(f"{name:<6} {host}:{port:<6} {pid:<12} {lb}  {counters}  check {row.get('check_status', '?')}")
         lines.append(f"haproxy {'pid ' + str(haproxy.pid) if haproxy and procs.running(haproxy) else 'not running'}")
+        if "pgbouncer" in self.state:
+            bouncer = self._proc("pgbouncer")
+            alive = bouncer is not None and procs.running(bouncer)
+            lines.append(f"pgbouncer {'pid ' + str(bouncer.pid) if alive and bouncer else 'not running'}")
         return "\n".join(lines)
 
     def describe(self) -> str:
@@ -370,8 +411,14 @@ class Cluster:
             f"  HAProxy stats   {stats}/stats   Prometheus {stats}/metrics   LB health {stats}/healthz",
             f"  admin socket    {rel}/haproxy.sock   (python -m ops.cluster status)",
             f"  HAProxy log     {rel}/haproxy.log",
-            f"  PostgreSQL      {_masked(env['DATABASE_URL'])}   Redis {_masked(env['REDIS_URL'])}",
+            f"  PostgreSQL      {_masked(env.get('DATABASE_DIRECT_URL') or env['DATABASE_URL'])}"
+            f"   Redis {_masked(env['REDIS_URL'])}",
         ]
+        if bouncer := self.state.get("pgbouncer"):
+            rows.append(
+                f"  PgBouncer       {_masked(env['DATABASE_URL'])} (transaction pooling, {bouncer['pool_size']}"
+                f" server connections; ini and log in {rel}/pgbouncer/)"
+            )
         for name, (host, port) in self.replicas().items():
             proc = self._proc(name)
             pid = proc.pid if proc else "?"
@@ -398,6 +445,11 @@ def main(argv: list[str] | None = None) -> int:
     start.add_argument("--port", type=int, default=8080, help="HAProxy's public port")
     start.add_argument("--stats-port", type=int, default=8404)
     start.add_argument("--first-port", type=int, default=8001, help="replica i listens on first-port + i - 1")
+    start.add_argument("--pgbouncer-port", type=int, default=DEFAULT_PGBOUNCER_PORT, help="PgBouncer's port")
+    start.add_argument(
+        "--pgbouncer-pool", type=int, default=DEFAULT_PGBOUNCER_POOL, help="PostgreSQL connections PgBouncer may open"
+    )
+    start.add_argument("--no-pgbouncer", action="store_true", help="replicas connect straight to PostgreSQL")
     sub.add_parser("stop", help="stop exactly the processes this cluster started")
     sub.add_parser("status", help="each replica's process and HAProxy state")
     roll = sub.add_parser("rolling-restart", help="drain, restart and re-admit replicas one at a time")
@@ -413,7 +465,15 @@ def main(argv: list[str] | None = None) -> int:
     cluster = Cluster(args.state_dir)
     try:
         if args.command == "start":
-            cluster.start(args.replicas, args.workers, args.port, args.stats_port, args.first_port)
+            cluster.start(
+                args.replicas,
+                args.workers,
+                args.port,
+                args.stats_port,
+                args.first_port,
+                pgbouncer_port=None if args.no_pgbouncer else args.pgbouncer_port,
+                pgbouncer_pool=args.pgbouncer_pool,
+            )
             print(cluster.describe())
         elif args.command == "stop":
             stopped = cluster.stop()

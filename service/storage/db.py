@@ -11,6 +11,13 @@ went from 277 to 128 us of CPU). A connection is pinged before use when it has
 been idle for DB_PING_AFTER seconds; one used moments ago is known good, and a
 connection that fails mid-use invalidates its pool, so pinging every checkout
 (another round trip per request) buys nothing under load.
+
+No state is kept on a server session, so DATABASE_URL may point at PgBouncer in
+transaction pooling mode, where consecutive transactions of one client run on
+different server connections: the timeouts are set with `SET LOCAL` in front of
+the first statement of every transaction (see `_timeouts_per_transaction`), and
+nothing is prepared on the server. Whatever needs a session of its own
+(migrations) uses DATABASE_DIRECT_URL (`direct_engine`).
 """
 
 from __future__ import annotations
@@ -72,20 +79,16 @@ class Database:
             waiting.dec()
 
 
-def build_engine(settings: dict[str, Any], *, reader: bool = False) -> Engine:
-    """The engine for DATABASE_URL: for writes, or (`reader`) autocommit for reads."""
-    url = make_url(settings["DATABASE_URL"])
-    if url.get_backend_name() == "sqlite":
-        return _sqlite_engine(url)
-    if url.get_backend_name() != "postgresql":
-        raise ValueError(f"unsupported DATABASE_URL backend {url.get_backend_name()!r}")
-    url = url.set(drivername="postgresql+psycopg2")
-    options = (
-        f"-c statement_timeout={int(settings['DB_STATEMENT_TIMEOUT_MS'])} -c idle_in_transaction_session_timeout=10000"
-    )
+def build_engine(settings: dict[str, Any], *, reader: bool = False, url: str | None = None) -> Engine:
+    """The engine for DATABASE_URL (or `url`): for writes, or (`reader`) autocommit for reads."""
+    parsed = make_url(url or settings["DATABASE_URL"])
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(parsed)
+    if parsed.get_backend_name() != "postgresql":
+        raise ValueError(f"unsupported DATABASE_URL backend {parsed.get_backend_name()!r}")
     size = settings["DB_POOL_SIZE"] if reader else settings["DB_WRITE_POOL_SIZE"]
     engine = create_engine(
-        url,
+        parsed.set(drivername="postgresql+psycopg2"),
         isolation_level="AUTOCOMMIT" if reader else "READ COMMITTED",
         pool_size=size,
         max_overflow=settings["DB_MAX_OVERFLOW"],
@@ -96,7 +99,6 @@ def build_engine(settings: dict[str, Any], *, reader: bool = False) -> Engine:
         hide_parameters=True,
         connect_args={
             "connect_timeout": max(1, int(settings["DB_CONNECT_TIMEOUT"])),
-            "options": options,
             "application_name": "conduit",
             "keepalives": 1,
             "keepalives_idle": 10,
@@ -105,7 +107,45 @@ def build_engine(settings: dict[str, Any], *, reader: bool = False) -> Engine:
         },
     )
     _ping_when_idle(engine, float(settings["DB_PING_AFTER"]))
+    _timeouts_per_transaction(engine, int(settings["DB_STATEMENT_TIMEOUT_MS"]), reader=reader)
     return engine
+
+
+def direct_engine(settings: dict[str, Any]) -> Engine:
+    """A write engine on DATABASE_DIRECT_URL, for work that needs a server session of its own (migrations).
+
+    The caller disposes of it. Without a direct URL of its own it is simply another DATABASE_URL engine."""
+    return build_engine(settings, url=settings.get("DATABASE_DIRECT_URL") or settings["DATABASE_URL"])
+
+
+# Sent in the same simple query as the statement, so they cost no round trip. PostgreSQL runs a
+# query string of several statements as one implicit transaction, so on the autocommit reader too
+# SET LOCAL holds for exactly the statement after it (alone, it would be a no-op with a WARNING).
+# A session-level SET, or the `options` startup parameter, would not survive transaction pooling:
+# PgBouncer 1.18 refuses `options` at login, and a SET stays on a server connection that the next
+# transaction, of any client, may get. The reader's one statement cannot sit idle in a transaction,
+# so it sends only the statement timeout (each SET costs the server about 20-30 us; measured).
+SET_LOCAL_STATEMENT_TIMEOUT = "SET LOCAL statement_timeout = {ms}; "
+SET_LOCAL_IDLE_TIMEOUT = "SET LOCAL idle_in_transaction_session_timeout = 10000; "
+
+
+def _timeouts_per_transaction(engine: Engine, statement_timeout_ms: int, *, reader: bool) -> None:
+    """Put the timeouts in front of the first statement of every transaction (every statement on the reader)."""
+    prefix = SET_LOCAL_STATEMENT_TIMEOUT.format(ms=int(statement_timeout_ms))
+    if not reader:
+        prefix += SET_LOCAL_IDLE_TIMEOUT
+    idle = engine.dialect.loaded_dbapi.extensions.TRANSACTION_STATUS_IDLE
+
+    @event.listens_for(engine, "before_cursor_execute", retval=True)
+    def _prefix(
+        _conn: Connection, cursor: Any, statement: str, parameters: Any, _context: Any, _executemany: bool
+    ) -> tuple[str, Any]:
+        # Idle: this statement starts a transaction (psycopg2 sends BEGIN first), or, in
+        # autocommit, is one. Inside a transaction the SET LOCAL of its first statement holds,
+        # and a later SET LOCAL (migrations lift the timeout) must not be undone.
+        if cursor.connection.get_transaction_status() == idle:
+            statement = prefix + statement
+        return statement, parameters
 
 
 PING = "SELECT 1"
@@ -129,6 +169,10 @@ def _ping_when_idle(engine: Engine, idle_seconds: float) -> None:
         try:
             with dbapi_conn.cursor() as cursor:
                 cursor.execute(PING)
+            if not dbapi_conn.autocommit:
+                # psycopg2 opened a transaction for the ping; the request's must start afresh
+                # (with its timeouts, and without holding a pooled server connection meanwhile).
+                dbapi_conn.rollback()
         except engine.dialect.loaded_dbapi.Error as exc:
             raise exc_module.DisconnectionError(str(exc)) from exc
 

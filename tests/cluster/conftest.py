@@ -1,9 +1,10 @@
 """Replicas behind HAProxy for the cluster tests, started by ops/cluster.py (the code `make cluster` runs).
 
 One cluster for this package: 3 replicas x 1 gunicorn worker (the machine has 2 cores) on a scratch
-PostgreSQL database and the shared Redis under a unique key prefix, HAProxy on free ports. Its own
-traffic is exempt from HAProxy's per-address limit by configuration only (LB_RATE_EXEMPT_FILE),
-while the limit itself is kept low. Every test leaves all replicas UP and ready.
+PostgreSQL database (through PgBouncer, as `make cluster` runs them) and the shared Redis under a
+unique key prefix, HAProxy on free ports. Its own traffic is exempt from HAProxy's per-address limit
+by configuration only (LB_RATE_EXEMPT_FILE), while the limit itself is kept low. Every test leaves
+all replicas UP and ready.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from sqlalchemy import create_engine, text
 from ops import procs
 from ops.cluster import BACKEND, ROOT, Cluster, ClusterError, haproxy_binary
 from ops.lbadmin import Admin, AdminError
+from ops.pgbouncer import PgBouncerError
+from ops.pgbouncer import binary as pgbouncer_binary
 from tests.conftest import scratch_database, service_unavailable
 from tests.live import free_port
 from tests.loadgen import Client
@@ -45,11 +48,23 @@ CLUSTER_ENV = {
 }
 
 
+# The replicas reach the scratch database through PgBouncer (as with `make cluster`), which opens at
+# most this many PostgreSQL connections for their up to 3 x 7.
+PGBOUNCER_POOL = 10
+
+
 def require_haproxy() -> str:
     try:
         return haproxy_binary()
     except ClusterError as exc:
         service_unavailable("HAProxy", str(exc))
+
+
+def require_pgbouncer() -> str:
+    try:
+        return pgbouncer_binary()
+    except PgBouncerError as exc:
+        service_unavailable("PgBouncer", str(exc))
 
 
 def distinct_free_ports(count: int) -> list[int]:
@@ -72,6 +87,7 @@ def wait_for(condition: Callable[[], bool], timeout: float, interval: float = 0.
 @pytest.fixture(scope="package")
 def cluster(redis_url: str, request: pytest.FixtureRequest) -> Iterator[Cluster]:
     require_haproxy()
+    require_pgbouncer()
     with scratch_database("conduit_cluster") as database_url:
         # Short path: a unix socket path is limited to 107 bytes.
         state = ROOT / "var" / f"cluster-test-{secrets.token_hex(3)}"
@@ -85,11 +101,18 @@ def cluster(redis_url: str, request: pytest.FixtureRequest) -> Iterator[Cluster]
             "CACHE_KEY_PREFIX": f"test:cluster:{secrets.token_hex(4)}:",
             "LB_RATE_EXEMPT_FILE": str(exempt),
         }
-        lb_port, stats_port, *replica_ports = distinct_free_ports(2 + REPLICAS)
+        lb_port, stats_port, bouncer_port, *replica_ports = distinct_free_ports(3 + REPLICAS)
         running = Cluster(state, log=lambda _line: None)
         try:
             running.start(
-                REPLICAS, workers=1, port=lb_port, stats_port=stats_port, replica_ports=replica_ports, env=env
+                REPLICAS,
+                workers=1,
+                port=lb_port,
+                stats_port=stats_port,
+                replica_ports=replica_ports,
+                env=env,
+                pgbouncer_port=bouncer_port,
+                pgbouncer_pool=PGBOUNCER_POOL,
             )
             yield running
         finally:
@@ -108,7 +131,12 @@ class World:
 
 @pytest.fixture(scope="package")
 def world(cluster: Cluster) -> World:
-    client, world = Client(cluster.state["api"]), World()
+    return make_world(cluster.state["api"])
+
+
+def make_world(api: str) -> World:
+    """Six users with three articles each, created through `api`."""
+    client, world = Client(api), World()
     for i in range(6):
         name = f"user{i}_{secrets.token_hex(3)}"
         user = {"username": name, "email": f"{name}@example.com", "password": "password123"}

@@ -17,7 +17,7 @@ import pytest
 
 from ops import procs
 from ops.cluster import ROOT
-from tests.cluster.conftest import CLUSTER_ENV, distinct_free_ports, require_haproxy
+from tests.cluster.conftest import CLUSTER_ENV, distinct_free_ports, require_haproxy, require_pgbouncer
 from tests.conftest import scratch_database
 
 
@@ -35,7 +35,8 @@ def cli(state: Path, *args: str, env: dict[str, str] | None = None) -> subproces
 
 def test_start_then_stop_leaves_no_process_behind(state_dir: Path, redis_url: str) -> None:
     require_haproxy()
-    lb, stats, first = distinct_free_ports(3)
+    require_pgbouncer()
+    lb, stats, first, bouncer = distinct_free_ports(4)
     with scratch_database("conduit_cli") as database_url:
         env = {
             **os.environ,
@@ -46,15 +47,17 @@ def test_start_then_stop_leaves_no_process_behind(state_dir: Path, redis_url: st
             "SHUTDOWN_DELAY": "0",
         }
         started = cli(state_dir, "start", "--replicas", "1", "--workers", "1", "--port", str(lb),
-                      "--stats-port", str(stats), "--first-port", str(first), env=env)  # fmt: skip
+                      "--stats-port", str(stats), "--first-port", str(first), "--pgbouncer-port", str(bouncer),
+                      env=env)  # fmt: skip
         try:
             assert started.returncode == 0, started.stdout + started.stderr
             assert f"http://127.0.0.1:{lb}/api" in started.stdout and "make cluster-stop" in started.stdout
             recorded = json.loads((state_dir / "state.json").read_text())["processes"]
             groups = [procs.Process(p["pid"], p["started"]) for p in recorded.values()]
-            assert sorted(recorded) == ["app1", "haproxy"]
-            # HAProxy master + worker, gunicorn master + worker: each group has both
-            assert all(len(procs.group_members(g.pid)) >= 2 for g in groups)
+            assert sorted(recorded) == ["app1", "haproxy", "pgbouncer"]
+            # HAProxy master + worker, gunicorn master + worker: each group has both; PgBouncer is one process
+            assert all(len(procs.group_members(procs.Process(**recorded[n]).pid)) >= 2 for n in ("app1", "haproxy"))
+            assert len(procs.group_members(recorded["pgbouncer"]["pid"])) == 1
 
             stopped = cli(state_dir, "stop")
             assert stopped.returncode == 0, stopped.stderr

@@ -3,6 +3,7 @@ servers file it mounts. (Docker is not available where the tests run; this is wh
 
 from __future__ import annotations
 
+import configparser
 import json
 import os
 import re
@@ -15,7 +16,8 @@ import jsonschema_rs
 import pytest
 import yaml
 
-from ops.cluster import ROOT, haproxy_binary, read_inventory
+from config.settings import BaseConfig
+from ops.cluster import DIRECT_HEADROOM, ROOT, haproxy_binary, read_inventory
 from tests.cluster.conftest import require_haproxy
 
 SCHEMA = Path(__file__).parent / "compose-spec" / "compose-spec.json"
@@ -60,7 +62,7 @@ def test_every_server_in_the_servers_file_is_a_replica_service_on_its_port(compo
     services = compose["services"]
     _service, servers_file = haproxy_service(compose)
     inventory = read_inventory(servers_file)
-    replicas = {name for name, s in services.items() if s.get("build")}
+    replicas = {name for name, s in services.items() if s.get("image") == "conduit:latest"}
     assert set(inventory) == replicas == {"app1", "app2", "app3"}
     for name, (host, port) in inventory.items():
         assert host == name  # resolved by Docker's DNS
@@ -73,8 +75,10 @@ def test_replicas_reach_the_database_and_redis_services_and_trust_only_haproxy(c
     haproxy_ip = services["haproxy"]["networks"]["backend"]["ipv4_address"]
     for name in ("app1", "app2", "app3"):
         env = services[name]["environment"]
-        assert urlsplit(env["DATABASE_URL"]).hostname == "postgres"
-        assert urlsplit(env["DATABASE_URL"]).path == "/" + services["postgres"]["environment"]["POSTGRES_DB"]
+        assert urlsplit(env["DATABASE_URL"]).hostname == "pgbouncer"
+        assert urlsplit(env["DATABASE_DIRECT_URL"]).hostname == "postgres"
+        for url in (env["DATABASE_URL"], env["DATABASE_DIRECT_URL"]):
+            assert urlsplit(url).path == "/" + services["postgres"]["environment"]["POSTGRES_DB"]
         assert urlsplit(env["REDIS_URL"]).hostname == "redis"
         assert env["FORWARDED_ALLOW_IPS"] == haproxy_ip
         assert env["APP_ENV"] == "production" and env["SECRET_KEY"].startswith("${SECRET_KEY:?")
@@ -83,6 +87,7 @@ def test_replicas_reach_the_database_and_redis_services_and_trust_only_haproxy(c
         assert 3 * int(env["WEB_CONCURRENCY"]) * per_worker <= 100 - 3  # PostgreSQL's default max_connections
         assert {k: v["condition"] for k, v in services[name]["depends_on"].items()} == {
             "postgres": "service_healthy",
+            "pgbouncer": "service_healthy",
             "redis": "service_healthy",
         }
 
@@ -121,3 +126,31 @@ def test_the_example_servers_file_for_several_hosts_is_valid_without_warnings() 
     out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
     assert out.returncode == 0, out.stdout + out.stderr
     assert len(read_inventory(example)) == 4
+
+
+def test_pgbouncer_pools_transactions_for_every_replica_connection_within_max_connections(
+    compose: dict[str, Any],
+) -> None:
+    """ops/pgbouncer/pgbouncer.compose.ini agrees with the replicas (docs/operations.md, "PgBouncer")."""
+    services = compose["services"]
+    bouncer = services["pgbouncer"]
+    mounts = dict(v.rsplit(":", 1)[0].split(":", 1)[::-1] for v in bouncer["volumes"])  # container -> host
+    ini = configparser.ConfigParser(comment_prefixes=(";", "#"), inline_comment_prefixes=None)
+    ini.read_string((ROOT / mounts["/etc/pgbouncer/pgbouncer.ini"]).read_text())
+    settings = ini["pgbouncer"]
+    replicas = [s["environment"] for s in services.values() if s.get("image") == "conduit:latest"]
+    database = urlsplit(replicas[0]["DATABASE_URL"])
+    assert settings["pool_mode"] == "transaction"
+    assert settings["listen_port"] == str(database.port)
+    assert "host=postgres port=5432" in ini["databases"][database.path.lstrip("/")]
+    clients = sum(
+        int(env["WEB_CONCURRENCY"])
+        * (int(env["DB_POOL_SIZE"]) + int(env["DB_WRITE_POOL_SIZE"]) + 2 * int(env["DB_MAX_OVERFLOW"]))
+        for env in replicas
+    )
+    assert int(settings["max_client_conn"]) >= clients
+    assert int(settings["max_db_connections"]) == int(settings["default_pool_size"]) <= 100 - 3 - DIRECT_HEADROOM
+    assert float(settings["query_wait_timeout"]) > BaseConfig.DB_POOL_TIMEOUT
+    assert float(settings["server_connect_timeout"]) <= 2 * BaseConfig.DB_CONNECT_TIMEOUT
+    assert settings["server_reset_query"] == "" and settings["ignore_startup_parameters"] == ""
+    assert bouncer["environment"]["POSTGRES_PASSWORD"] == services["postgres"]["environment"]["POSTGRES_PASSWORD"]

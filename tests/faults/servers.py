@@ -63,11 +63,12 @@ def wait_for_port(port: int, up: bool, seconds: float) -> float:
 class ThrowawayPostgres:
     """An initdb'ed cluster in a temporary folder, started and stopped with pg_ctl."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_connections: int = 200) -> None:
         bin_dir = _postgres_bin()
         assert bin_dir is not None, missing_binaries()
         self.bin = bin_dir
         self.port = free_port()
+        self.max_connections = max_connections
         self.root = Path(tempfile.mkdtemp(prefix="conduit-faults-pg-"))
         self.data = self.root / "data"
         self.log = self.root / "postgres.log"
@@ -98,7 +99,7 @@ class ThrowawayPostgres:
             "unix_socket_directories": f"'{self.root}'",
             "synchronous_commit": "on",
             "fsync": "on",
-            "max_connections": "200",
+            "max_connections": str(self.max_connections),
             "logging_collector": "off",
         }
         with open(self.data / "postgresql.conf", "a") as conf:
