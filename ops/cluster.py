@@ -19,121 +19,31 @@ and only the processes recorded here.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
 import secrets
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from ops import database, launcher, procs
+from ops.inventory import BACKEND, ROOT, ClusterError, ClusterState, haproxy_binary, port_free, write_inventory
 from ops.lbadmin import Admin, AdminError
 from ops.pgbouncer import PgBouncer, PgBouncerError, PoolSettings
+from ops.status import describe, status
 
-ROOT = Path(__file__).resolve().parent.parent
-BACKEND = "be_api"
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/conduit"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_PGBOUNCER_PORT = 6432
 DEFAULT_PGBOUNCER_POOL = 40
 # PostgreSQL connections left beside PgBouncer's pool: migrations (DATABASE_DIRECT_URL) and a psql.
 DIRECT_HEADROOM = 5
-SERVER_LINE = re.compile(r"^\s*server\s+(\S+)\s+(\S+):(\d+)(\s|$)")
-Log = Callable[[str], None]
 
 
-class ClusterError(RuntimeError):
-    """The cluster cannot do what was asked; the message says why and where to look."""
-
-
-def read_inventory(path: Path) -> dict[str, tuple[str, int]]:
-    """name -> (host, port) of every `server` line of a servers file."""
-    servers = {}
-    for line in path.read_text().splitlines():
-        if match := SERVER_LINE.match(line.split("#", 1)[0]):
-            servers[match[1]] = (match[2], int(match[3]))
-    return servers
-
-
-def write_inventory(path: Path, replicas: Mapping[str, int]) -> None:
-    lines = [
-        "# The replica inventory, written by `python -m ops.cluster start`; HAProxy loads it after haproxy.cfg.",
-        "# Every setting comes from `defaults replicas` in haproxy.cfg. Several hosts: one line per replica,",
-        "# `server <name> <host>:<port>` (see ops/haproxy/servers.example.cfg).",
-        f"backend {BACKEND} from replicas",
-        *(f"    server {name} 127.0.0.1:{port}" for name, port in replicas.items()),
-    ]
-    path.write_text("\n".join(lines) + "\n")
-
-
-def haproxy_binary() -> str:
-    candidates = (shutil.which("haproxy"), "/usr/sbin/haproxy", "/usr/local/sbin/haproxy")
-    found = next((c for c in candidates if c and Path(c).exists()), None)
-    if not found:
-        raise ClusterError("haproxy is not installed: `make haproxy` (apt-get install -y haproxy)")
-    return found
-
-
-def port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-class Cluster:
-    def __init__(self, state_dir: Path | str = ROOT / "var" / "cluster", log: Log = print) -> None:
-        self.dir = Path(state_dir).resolve()
-        self.inventory = self.dir / "servers.cfg"
-        self.state_file = self.dir / "state.json"
-        self.socket = self.dir / "haproxy.sock"
-        self.log = log
-        self.state: dict[str, Any] = {}
-        self.reload()
-
-    # -- state ------------------------------------------------------------------------------------
-    def reload(self) -> None:
-        """Read state.json again: another invocation (a rolling restart) may have replaced processes."""
-        self.state = json.loads(self.state_file.read_text()) if self.state_file.exists() else {}
-
-    def _save(self) -> None:
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.state, indent=2))
-        tmp.chmod(0o600)
-        tmp.replace(self.state_file)
-
-    def _proc(self, name: str) -> procs.Process | None:
-        record = self.state.get("processes", {}).get(name)
-        return procs.Process(record["pid"], record["started"]) if record else None
-
-    def _record(self, name: str, proc: procs.Process) -> None:
-        self.state.setdefault("processes", {})[name] = {"pid": proc.pid, "started": proc.started}
-        self._save()
-
-    def replicas(self) -> dict[str, tuple[str, int]]:
-        if not self.inventory.exists():
-            raise ClusterError(f"no cluster in {self.dir} (no servers.cfg): start one with `make cluster`")
-        return read_inventory(self.inventory)
-
-    def admin(self) -> Admin:
-        return Admin(self.socket)
-
-    def running(self) -> list[str]:
-        """Names of the recorded processes that still run (haproxy, app1, ...)."""
-        self.reload()
-        names = self.state.get("processes", {})
-        return [name for name in names if (proc := self._proc(name)) is not None and procs.owns_group(proc)]
+class Cluster(ClusterState):
+    """Start, stop and restart the processes of the cluster whose state lives in `dir`."""
 
     # -- start ------------------------------------------------------------------------------------
     def start(
@@ -270,7 +180,7 @@ class Cluster:
                     return
             except AdminError:
                 pass
-            haproxy = self._proc("haproxy")
+            haproxy = self.process("haproxy")
             if haproxy is None or not procs.running(haproxy) or time.monotonic() > deadline:
                 raise ClusterError(f"HAProxy does not see {names} UP; see {self.dir / 'haproxy.log'}")
             time.sleep(0.1)
@@ -279,7 +189,7 @@ class Cluster:
     def stop(self, timeout: float = 40.0) -> list[str]:
         """Stop HAProxy, then every replica (SIGTERM, SIGKILL after `timeout`); only recorded processes."""
         self.reload()
-        alive = {n: p for n in self.state.get("processes", {}) if (p := self._proc(n)) and procs.owns_group(p)}
+        alive = {n: p for n in self.state.get("processes", {}) if (p := self.process(n)) and procs.owns_group(p)}
         if "haproxy" in alive:  # first: no request is sent to a replica that is going away
             procs.stop(alive["haproxy"], timeout)
         replicas = {n: p for n, p in alive.items() if n not in ("haproxy", "pgbouncer")}
@@ -302,7 +212,7 @@ class Cluster:
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         """Send `sig` to the replica's whole process group (master and workers), as a crash would."""
         self.reload()
-        proc = self._proc(name)
+        proc = self.process(name)
         if proc is None or not procs.signal_group(proc, sig):
             raise ClusterError(f"{name} is not running")
 
@@ -311,7 +221,7 @@ class Cluster:
         self.reload()
         if name not in self.replicas():
             raise ClusterError(f"{name} is not a replica of this cluster ({', '.join(self.replicas())})")
-        proc = self._proc(name)
+        proc = self.process(name)
         if proc is not None and procs.owns_group(proc):
             raise ClusterError(f"{name} is running (pid {proc.pid})")
         self._wait_healthy(self._spawn_replica(name), timeout)
@@ -338,7 +248,7 @@ class Cluster:
             admin.set_state(BACKEND, name, "drain")
             drained = self._wait_drained(admin, name, drain_timeout)
             t1 = time.monotonic()
-            proc = self._proc(name)
+            proc = self.process(name)
             graceful = procs.stop(proc, stop_timeout) if proc is not None else True
             # Seen DOWN first, so the UP awaited below is the new process's (and slowstart applies).
             self._wait_lb(admin, name, up=False, timeout=10.0)
@@ -377,62 +287,6 @@ class Cluster:
                 return True
             time.sleep(0.05)
         return False
-
-    # -- reporting --------------------------------------------------------------------------------
-    def status(self) -> str:
-        self.reload()
-        lines, stats = [], {}
-        haproxy = self._proc("haproxy")
-        if haproxy is not None and procs.running(haproxy):
-            try:
-                stats = self.admin().stats(BACKEND)
-            except AdminError as exc:
-                lines.append(f"HAProxy admin socket unreachable: {exc}")
-        for name, (host, port) in self.replicas().items():
-            proc, row = self._proc(name), stats.get(name, {})
-            pid = f"pid {proc.pid}" if proc and procs.running(proc) else "not running"
-            lb = f"haproxy: {row.get('status', '?'):<6} in flight {row.get('scur', '?'):>3}"
-            counters = f"retries {row.get('wretr', '?')}  redispatches {row.get('wredis', '?')}"
-            lines.append(f"{name:<6} {host}:{port:<6} {pid:<12} {lb}  {counters}  check {row.get('check_status', '?')}")
-        lines.append(f"haproxy {'pid ' + str(haproxy.pid) if haproxy and procs.running(haproxy) else 'not running'}")
-        if "pgbouncer" in self.state:
-            bouncer = self._proc("pgbouncer")
-            alive = bouncer is not None and procs.running(bouncer)
-            lines.append(f"pgbouncer {'pid ' + str(bouncer.pid) if alive and bouncer else 'not running'}")
-        return "\n".join(lines)
-
-    def describe(self) -> str:
-        api, stats, env = self.state["api"], self.state["stats"], self.state["env"]
-        rel = os.path.relpath(self.dir) if self.dir.is_relative_to(Path.cwd()) else str(self.dir)
-        rows = [
-            f"Conduit: {len(self.replicas())} replicas behind HAProxy (state in {rel}/)",
-            f"  API             {api}/api   e.g. curl {api}/api/tags",
-            f"  API docs        {api}/api/docs",
-            f"  HAProxy stats   {stats}/stats   Prometheus {stats}/metrics   LB health {stats}/healthz",
-            f"  admin socket    {rel}/haproxy.sock   (python -m ops.cluster status)",
-            f"  HAProxy log     {rel}/haproxy.log",
-            f"  PostgreSQL      {_masked(env.get('DATABASE_DIRECT_URL') or env['DATABASE_URL'])}"
-            f"   Redis {_masked(env['REDIS_URL'])}",
-        ]
-        if bouncer := self.state.get("pgbouncer"):
-            rows.append(
-                f"  PgBouncer       {_masked(env['DATABASE_URL'])} (transaction pooling, {bouncer['pool_size']}"
-                f" server connections; ini and log in {rel}/pgbouncer/)"
-            )
-        for name, (host, port) in self.replicas().items():
-            proc = self._proc(name)
-            pid = proc.pid if proc else "?"
-            rows.append(f"  {name:<15} http://{host}:{port} (pid {pid}, metrics /metrics, log {rel}/{name}.log)")
-        rows.append("  stop            make cluster-stop     rolling restart: make rolling-restart")
-        return "\n".join(rows)
-
-
-def _masked(url: str) -> str:
-    """`url` without its password."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.replace(":" + parts.password + "@", ":***@", 1)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -474,12 +328,12 @@ def main(argv: list[str] | None = None) -> int:
                 pgbouncer_port=None if args.no_pgbouncer else args.pgbouncer_port,
                 pgbouncer_pool=args.pgbouncer_pool,
             )
-            print(cluster.describe())
+            print(describe(cluster))
         elif args.command == "stop":
             stopped = cluster.stop()
             print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
         elif args.command == "status":
-            print(cluster.status())
+            print(status(cluster))
         elif args.command == "rolling-restart":
             cluster.rolling_restart(args.drain_timeout, args.stop_timeout, args.up_timeout, args.force)
         elif args.command == "kill":

@@ -22,7 +22,8 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from ops import procs
-from ops.cluster import BACKEND, ROOT, Cluster, ClusterError, haproxy_binary
+from ops.cluster import Cluster
+from ops.inventory import BACKEND, ROOT, ClusterError, haproxy_binary
 from ops.lbadmin import Admin, AdminError
 from ops.pgbouncer import PgBouncerError
 from ops.pgbouncer import binary as pgbouncer_binary

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from ops import procs
-from ops.cluster import ROOT
+from ops.inventory import ROOT
 from tests.cluster.conftest import CLUSTER_ENV, distinct_free_ports, require_haproxy, require_pgbouncer
 from tests.conftest import scratch_database
 

@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from config.settings import BaseConfig
-from ops.cluster import DIRECT_HEADROOM, ROOT, haproxy_binary, read_inventory
+from ops.cluster import DIRECT_HEADROOM
+from ops.inventory import ROOT, haproxy_binary, read_inventory
 from tests.cluster.conftest import require_haproxy
 
 SCHEMA = Path(__file__).parent / "compose-spec" / "compose-spec.json"

@@ -18,7 +18,8 @@ import sys
 import time
 from typing import Any
 
-from ops.cluster import BACKEND, ROOT, Cluster
+from ops.cluster import Cluster
+from ops.inventory import BACKEND, ROOT
 from tests.cluster.conftest import World, backend_counters, count_titles, duplicate_titles, wait_for
 from tests.cluster.mix import PLAIN, REPLAYABLE, Mix
 from tests.loadgen import Load, Report

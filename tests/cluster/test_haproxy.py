@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from ops import procs
-from ops.cluster import BACKEND, ROOT, Cluster, haproxy_binary
+from ops.cluster import Cluster
+from ops.inventory import BACKEND, ROOT, haproxy_binary
 from ops.lbadmin import Admin
 from tests.cluster.conftest import distinct_free_ports, extra_haproxy, require_haproxy, wait_for
 from tests.live import post_body

@@ -20,7 +20,8 @@ from typing import Any
 import psycopg2
 import pytest
 
-from ops.cluster import ROOT, Cluster
+from ops.cluster import Cluster
+from ops.inventory import ROOT
 from tests.cluster.conftest import (
     count_titles,
     distinct_free_ports,
