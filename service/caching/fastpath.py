@@ -44,6 +44,8 @@ from service.caching.cache import (
 from service.comments.schemas import MAX_OFFSET, CommentPage
 from service.runtime import lifecycle, logs, metrics
 
+log = logging.getLogger(__name__)
+
 KeyAndGens = tuple[str, list[str]]
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -57,6 +59,9 @@ _FALL_THROUGH_HEADERS = (
     "HTTP_IF_RANGE",
     "HTTP_RANGE",
 )
+
+# Bodies whose ETag a worker remembers (a list page is ~10-20 KB, so a few MB at most).
+ETAG_MEMO = 256
 
 
 @dataclass(frozen=True)
@@ -106,11 +111,16 @@ class FastPath:
         self.adapter = app.url_map.bind("localhost")  # once: binding per request is what Flask pays for
         self.cors = bool(app.extensions["cors_origins"])
         self.proxies = app.extensions["trusted_proxies"]
-        # ETags of recently served bodies by versioned key; the body is compared before reuse.
+        # ETags of recently served bodies by versioned key; the body is compared before reuse (a
+        # versioned key can be filled twice). At most ETAG_MEMO entries, holding their bodies.
         self._etags: dict[str, tuple[bytes, str]] = {}
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        answer = self._answer(environ)
+        try:
+            answer = self._answer(environ)
+        except Exception:  # a bug here must not cost the request: Flask can still answer it
+            log.exception("the cache fast path failed; passing the request to Flask")
+            answer = None
         if answer is None:
             return self.app(environ, start_response)
         status, headers, body = answer
@@ -196,7 +206,7 @@ class FastPath:
         if known is not None and known[0] == body:
             return known[1]
         etag = quote_etag(generate_etag(body))
-        if len(self._etags) >= 1024:
+        if len(self._etags) >= ETAG_MEMO:
             self._etags.clear()
         self._etags[versioned] = (body, etag)
         return etag
