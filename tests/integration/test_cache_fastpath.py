@@ -207,3 +207,19 @@ def test_with_redis_down_reads_go_to_flask_and_the_database(pg_url: str) -> None
         assert client.get("/api/tags").status_code == 200
     assert _served_fast(app) == 0
     assert app.extensions["shared_cache"].stats["errors"] >= 1
+
+
+def test_an_error_in_the_fast_path_leaves_the_request_to_flask(
+    app: Flask, client: FlaskClient, api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _seed(api)
+    expected = client.get("/api/tags").get_data()
+
+    def broken(*_args: Any) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(app.wsgi_app, "_etag", broken)
+    before = _served_fast(app)
+    resp = client.get("/api/tags")
+    assert (resp.status_code, resp.get_data()) == (200, expected)
+    assert _served_fast(app) == before
