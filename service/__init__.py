@@ -30,6 +30,7 @@ def create_app(overrides: Mapping[str, Any] | None = None, env: Mapping[str, str
     register_rate_limits(app, env)
     register_error_handlers(app)
     register_commands(app)
+    install_fast_path(app)
     return app
 
 
@@ -111,6 +112,15 @@ def register_commands(app: Flask) -> None:
     from service.cli import db_cli
 
     app.cli.add_command(db_cli)
+
+
+def install_fast_path(app: Flask) -> None:
+    """Answer anonymous cache hits ahead of Flask's dispatch (last: it binds the finished URL map)."""
+    from service.caching import fastpath
+
+    shared = app.extensions["shared_cache"]
+    if shared.enabled:
+        fastpath.install(app, shared)
 
 
 def _gevent_active() -> bool:

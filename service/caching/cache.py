@@ -228,7 +228,7 @@ class SharedCache:
         self._failures = 0  # Redis failures seen so far (a flush compares before and after)
         self._retrier: gevent.Greenlet[[], None] | None = None
         # Failure and hit counters of this process (exported by the metrics layer).
-        self.stats = {"hits": 0, "misses": 0, "errors": 0, "bump_failures": 0, "pool_busy": 0}
+        self.stats = {"hits": 0, "misses": 0, "errors": 0, "bump_failures": 0, "pool_busy": 0, "fastpath": 0}
 
     @property
     def backend(self) -> Any:
@@ -290,7 +290,7 @@ class SharedCache:
             return None
         return [int(g) for g in reply[0].decode().rsplit(":", 1)[1].split(".")]
 
-    def _find(self, base: str, names: list[str]) -> tuple[str, bytes | None] | None:
+    def _find(self, base: str, names: list[str], count_misses: bool = True) -> tuple[str, bytes | None] | None:
         """(versioned key, its value or None); None when the cache is unavailable."""
         if not self.available() or (self._pending and not self._flush()):
             return None
@@ -300,7 +300,7 @@ class SharedCache:
             if gens is None:
                 return None
             key = base + ":" + ".".join(map(str, gens))
-            return key, self.get(key)
+            return key, self.get(key, count_misses)
         prefix = self.backend._get_prefix()
         try:
             reply = self._lookup(keys=[prefix + "g:" + n for n in names], args=[prefix + base, self.gen_ttl])
@@ -308,10 +308,26 @@ class SharedCache:
             self._failed("read", exc)
             return None
         value = self.backend.serializer.loads(reply[1]) if len(reply) > 1 else None
-        self._count("hits" if value is not None else "misses")
+        if value is not None or count_misses:
+            self._count("hits" if value is not None else "misses")
         return reply[0].decode()[len(prefix) :], value
 
-    def get(self, key: str) -> bytes | None:
+    def lookup(self, key_and_gens: tuple[str, list[str]]) -> tuple[str, bytes] | None:
+        """(versioned key, cached bytes) on a hit, in the same one round trip as `fetch`; None otherwise.
+
+        For a caller that falls back to `fetch` on None: a miss is not counted here, `fetch` counts it.
+        """
+        base, names = key_and_gens
+        found = self._find(base, names, count_misses=False)
+        if found is None or found[1] is None:
+            return None
+        return found[0], found[1]
+
+    def count_fast_path(self) -> None:
+        """One hit answered ahead of the framework (service.caching.fastpath)."""
+        self._count("fastpath")
+
+    def get(self, key: str, count_misses: bool = True) -> bytes | None:
         if not self.available():
             return None
         try:
@@ -319,7 +335,8 @@ class SharedCache:
         except Exception as exc:
             self._failed("read", exc)
             return None
-        self._count("hits" if value is not None else "misses")
+        if value is not None or count_misses:
+            self._count("hits" if value is not None else "misses")
         return value
 
     def put(self, key: str, value: bytes) -> None:

@@ -168,9 +168,14 @@ def endpoint_label(req: Request) -> str:
     rule = req.url_rule
     if rule is None:
         return UNMATCHED
-    label = _endpoint_labels.get(rule.rule)
+    return route_template(rule.rule)
+
+
+def route_template(rule: str) -> str:
+    """A werkzeug rule (`/api/articles/<slug:slug>`) as the OpenAPI template (`/api/articles/{slug}`)."""
+    label = _endpoint_labels.get(rule)
     if label is None:
-        label = _endpoint_labels[rule.rule] = _PARAM.sub(r"{\1}", rule.rule)
+        label = _endpoint_labels[rule] = _PARAM.sub(r"{\1}", rule)
     return label
 
 
@@ -190,22 +195,47 @@ def _finish(resp: Response) -> Response:
     if access_log.isEnabledFor(logging.INFO):
         req = current_request()
         size = resp.content_length
-        access_log.info(
-            "request",
-            extra={
-                "fields": {
-                    "method": req.method,
-                    "path": req.path[:MAX_LOGGED_PATH],
-                    "endpoint": endpoint_label(req),
-                    "status": resp.status_code,
-                    "duration_ms": round(elapsed(req) * 1000, 3),
-                    "bytes": size if size is not None else resp.calculate_content_length(),
-                    "client": client_address(req.environ, current_app.extensions["trusted_proxies"]),
-                    "user_id": g.get("user_id"),
-                }
-            },
+        log_access(
+            req.method,
+            req.path,
+            endpoint_label(req),
+            resp.status_code,
+            elapsed(req),
+            size if size is not None else resp.calculate_content_length(),
+            client_address(req.environ, current_app.extensions["trusted_proxies"]),
+            g.get("user_id"),
         )
     return resp
+
+
+def log_access(
+    method: str,
+    path: str,
+    endpoint: str,
+    status: int,
+    seconds: float,
+    size: int | None,
+    client: str,
+    user_id: int | None = None,
+) -> None:
+    """The access line of one answered request (`endpoint` a route template, never the raw path)."""
+    if not access_log.isEnabledFor(logging.INFO):
+        return
+    access_log.info(
+        "request",
+        extra={
+            "fields": {
+                "method": method,
+                "path": path[:MAX_LOGGED_PATH],
+                "endpoint": endpoint,
+                "status": status,
+                "duration_ms": round(seconds * 1000, 3),
+                "bytes": size,
+                "client": client,
+                "user_id": user_id,
+            }
+        },
+    )
 
 
 def init_app(app: Flask) -> None:

@@ -63,6 +63,7 @@ CACHE_EVENTS = {
         ("errors", "Redis calls that failed or timed out (each opens the breaker for CACHE_BREAKER_SECONDS)."),
         ("bump_failures", "Invalidations (generation bumps) that could not reach Redis and were kept for a retry."),
         ("pool_busy", "Cache reads skipped because every Redis connection of the worker was busy."),
+        ("fastpath", "Cache hits answered ahead of the framework (anonymous reads; also counted in hits)."),
     )
 }
 DB_IN_USE = Gauge(
@@ -167,7 +168,7 @@ def observe_request(endpoint: str, method: str, status: int, seconds: float) -> 
 
 
 def count_cache(name: str) -> None:
-    """One cache event; `name` is a key of SharedCache.stats (hits, misses, errors, bump_failures, pool_busy)."""
+    """One cache event; `name` is a key of SharedCache.stats (hits, misses, errors, bump_failures, ...)."""
     _counts.cache[name] = _counts.cache.get(name, 0) + 1
 
 

@@ -438,3 +438,41 @@ def test_a_dead_workers_live_gauges_are_dropped_and_its_counts_kept(live: tuple[
     # The pool capacity is summed over live workers only: two workers' worth, not three.
     capacity = total(samples, "conduit_db_pool_max_connections", pool="read")
     assert capacity == 2 * 15, capacity
+
+
+@pytest.mark.postgres
+def test_fast_path_hits_are_counted_and_logged_like_any_request(live: tuple[Server, Path]) -> None:
+    server, _ = live
+    name = f"fast{secrets.token_hex(3)}"
+    user = {"username": name, "email": f"{name}@example.com", "password": "password123"}
+    assert call(server, "POST", "/api/users", {"user": user})[0] == 201
+    path = f"/api/profiles/{name}"
+    endpoint = {"endpoint": "/api/profiles/{username}", "method": "GET", "status": "200"}
+    time.sleep(metrics.FLUSH_SECONDS + 0.5)
+    before = scrape(server)
+    for n in range(10):  # each worker fills on its first read at most; the rest are hits
+        status, _, headers = call(server, "GET", path, headers={"X-Request-Id": f"fast-{name}-{n}"})
+        assert status == 200 and headers["X-Request-Id"] == f"fast-{name}-{n}"
+    time.sleep(metrics.FLUSH_SECONDS + 0.5)
+    after = scrape(server)
+    fast = total(after, "conduit_cache_fastpath_total") - total(before, "conduit_cache_fastpath_total")
+    assert fast >= 8
+    requests = total(after, "conduit_http_requests_total", **endpoint) - total(
+        before, "conduit_http_requests_total", **endpoint
+    )
+    assert requests == 10
+    observed = total(after, "conduit_http_request_duration_seconds_count", **endpoint) - total(
+        before, "conduit_http_request_duration_seconds_count", **endpoint
+    )
+    assert observed == 10
+    lines = [line for line in access_lines(server) if line.get("request_id", "").startswith(f"fast-{name}-")]
+    assert len(lines) == 10
+    for line in lines:
+        assert (line["method"], line["path"], line["endpoint"], line["status"]) == (
+            "GET",
+            path,
+            "/api/profiles/{username}",
+            200,
+        )
+        assert line["bytes"] > 0 and line["duration_ms"] >= 0 and line["user_id"] is None
+        assert line["client"] == "127.0.0.1" and line["pid"] in worker_pids(server)

@@ -1,0 +1,235 @@
+"""Cache hits without the framework: anonymous cached reads answered ahead of Flask's dispatch.
+
+A cached anonymous GET (an article, a list page, a profile, the tag cloud, a page of comments)
+costs one Redis round trip, but going through Flask's request context, hooks and view costs
+several times that in Python. `FastPath` wraps `app.wsgi_app`: it matches the path with a URL
+adapter bound once at start-up, builds the same cache key the view would (`ROUTES`, the one table
+of key functions), looks it up with the same generation discipline (`SharedCache.lookup`) and
+answers a hit with what Flask would have sent: status, body bytes, ETag, Cache-Control, Vary,
+security headers, X-Request-Id, a 304 for a matching If-None-Match, no body for HEAD; it records
+the request metrics and the access line through the same functions as the after_request hooks.
+
+Anything it is not sure about goes to Flask unchanged: a miss (Flask fills the entry), Redis
+trouble or an open breaker, a token (signed-in reads carry per-viewer flags), an Origin while
+CORS is configured, a query the view would refuse, other methods, conditional headers other than
+If-None-Match, a non-ASCII path or query, a process that is draining.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+import msgspec
+from flask import Flask
+from werkzeug.exceptions import HTTPException
+from werkzeug.http import generate_etag, http_date, parse_etags, quote_etag
+from werkzeug.routing import Rule
+
+from service.api.headers import CSP_API, SECURITY_HEADERS
+from service.articles.schemas import ListQuery
+from service.caching.cache import (
+    SharedCache,
+    article_key,
+    comments_key,
+    list_key,
+    profile_key,
+    tags_key,
+)
+from service.comments.schemas import MAX_OFFSET, CommentPage
+from service.runtime import lifecycle, logs, metrics
+
+log = logging.getLogger(__name__)
+
+KeyAndGens = tuple[str, list[str]]
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+# Headers that make the answer depend on more than the URL, or ask for more than the whole
+# representation: Flask decides those (Authorization: per-viewer flags; the rest: 412, 206 ...).
+_FALL_THROUGH_HEADERS = (
+    "HTTP_AUTHORIZATION",
+    "HTTP_IF_MATCH",
+    "HTTP_IF_MODIFIED_SINCE",
+    "HTTP_IF_UNMODIFIED_SINCE",
+    "HTTP_IF_RANGE",
+    "HTTP_RANGE",
+)
+
+# Bodies whose ETag a worker remembers (a list page is ~10-20 KB, so a few MB at most).
+ETAG_MEMO = 256
+
+
+@dataclass(frozen=True)
+class Route:
+    """How the view of one endpoint keys its cache entry, and how it answers from it."""
+
+    key: Callable[[Mapping[str, Any], Any], KeyAndGens]  # (path values, parsed query) -> key and generations
+    query: type | None = None  # the msgspec type the view parses its query with (None: it reads no query)
+    cache_control: str = "public, no-cache"
+    vary: str | None = None
+    comments: bool = False  # the entry leads with the comment count, and the answer may carry a Link
+
+
+# The one table of cache keys the fast path builds: each must be the key the view's service uses.
+# Routes with `auth="optional"` answer `private` and vary on Authorization (service.api.httpcache).
+ROUTES: dict[str, Route] = {
+    "articles.get_article": Route(lambda v, q: article_key(v["slug"]), None, "private, no-cache", "Authorization"),
+    "articles.list_articles": Route(
+        lambda v, q: list_key(q.tag, q.author, q.favorited, q.limit, q.offset),
+        ListQuery,
+        "private, no-cache",
+        "Authorization",
+    ),
+    "profiles.get_profile": Route(lambda v, q: profile_key(v["username"]), None, "private, no-cache", "Authorization"),
+    "tags.list_tags": Route(lambda v, q: tags_key()),
+    "comments.list_comments": Route(
+        lambda v, q: comments_key(v["slug"], q.limit, q.offset),
+        CommentPage,
+        "private, no-cache",
+        "Authorization",
+        comments=True,
+    ),
+}
+
+
+@functools.lru_cache(maxsize=2)
+def _date(second: int) -> str:
+    return http_date(second)
+
+
+class FastPath:
+    """WSGI middleware: answer anonymous cache hits of `ROUTES` before Flask; pass everything else on."""
+
+    def __init__(self, wsgi_app: WSGIApp, app: Flask, cache: SharedCache) -> None:
+        self.app = wsgi_app
+        self.cache = cache
+        self.adapter = app.url_map.bind("localhost")  # once: binding per request is what Flask pays for
+        self.cors = bool(app.extensions["cors_origins"])
+        self.proxies = app.extensions["trusted_proxies"]
+        # ETags of recently served bodies by versioned key; the body is compared before reuse (a
+        # versioned key can be filled twice). At most ETAG_MEMO entries, holding their bodies.
+        self._etags: dict[str, tuple[bytes, str]] = {}
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        try:
+            answer = self._answer(environ)
+        except Exception:  # a bug here must not cost the request: Flask can still answer it
+            log.exception("the cache fast path failed; passing the request to Flask")
+            answer = None
+        if answer is None:
+            return self.app(environ, start_response)
+        status, headers, body = answer
+        start_response(status, headers)
+        return [body]
+
+    def _answer(self, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes] | None:
+        """(status line, headers, body to send) for a hit this middleware may answer; None otherwise."""
+        started = time.perf_counter()
+        method = environ["REQUEST_METHOD"]
+        if method != "GET" and method != "HEAD":
+            return None
+        if any(name in environ for name in _FALL_THROUGH_HEADERS):
+            return None
+        if (self.cors and "HTTP_ORIGIN" in environ) or environ.get("SCRIPT_NAME") or lifecycle.is_draining():
+            return None
+        path = environ.get("PATH_INFO") or "/"
+        query_string = environ.get("QUERY_STRING", "")
+        if not (path.isascii() and query_string.isascii()):
+            return None
+        try:
+            rule, values = self.adapter.match(path, method, return_rule=True)
+        except HTTPException:
+            return None
+        assert isinstance(rule, Rule) and rule.endpoint is not None
+        route = ROUTES.get(rule.endpoint)
+        if route is None or any("\x00" in v for v in values.values() if isinstance(v, str)):
+            return None
+        query = _parse_query(route.query, query_string) if route.query is not None else None
+        if route.query is not None and query is None:
+            return None
+        key = route.key(values, query)
+        found = self.cache.lookup(key)
+        if found is None:
+            return None
+        versioned, entry = found
+        link = None
+        if route.comments:
+            assert query is not None
+            count, _, entry = entry.partition(b"\n")
+            following = query.offset + query.limit
+            if following < int(count) and following <= MAX_OFFSET:
+                url = self.adapter.build(
+                    rule.endpoint, {**values, "limit": query.limit, "offset": following}, method="GET"
+                )
+                link = f'<{url}>; rel="next"'
+        body = entry.partition(b"\n")[2]
+        etag = self._etag(versioned, body)
+        self.cache.count_fast_path()
+
+        request_id = logs.request_id_from(environ.get("HTTP_X_REQUEST_ID"))
+        logs.request_id_var.set(request_id)
+        not_modified = _matches(environ.get("HTTP_IF_NONE_MATCH"), etag)
+        headers: list[tuple[str, str]] = []
+        if not not_modified:
+            headers.append(("Content-Type", "application/json"))
+            headers.append(("Content-Length", str(len(body))))
+        if link is not None:
+            headers.append(("Link", link))
+        headers.extend(SECURITY_HEADERS.items())
+        headers.append(("Content-Security-Policy", CSP_API))
+        headers.append(("Cache-Control", route.cache_control))
+        if route.vary is not None:
+            headers.append(("Vary", route.vary))
+        headers.append(("ETag", etag))
+        headers.append(("Date", _date(int(time.time()))))
+        headers.append(("X-Request-Id", request_id))
+
+        status = 304 if not_modified else 200
+        seconds = time.perf_counter() - started
+        label = logs.route_template(rule.rule)
+        metrics.observe_request(label, method, status, seconds)
+        if logs.access_log.isEnabledFor(logging.INFO):
+            client = logs.client_address(environ, self.proxies)
+            logs.log_access(method, path, label, status, seconds, len(body), client)
+        if not_modified:
+            return "304 NOT MODIFIED", headers, b""
+        return "200 OK", headers, body if method == "GET" else b""
+
+    def _etag(self, versioned: str, body: bytes) -> str:
+        """The strong ETag Flask gives `body` (httpcache: hash of the body), computed once per entry."""
+        known = self._etags.get(versioned)
+        if known is not None and known[0] == body:
+            return known[1]
+        etag = quote_etag(generate_etag(body))
+        if len(self._etags) >= ETAG_MEMO:
+            self._etags.clear()
+        self._etags[versioned] = (body, etag)
+        return etag
+
+
+def _parse_query(kind: type, query_string: str) -> Any:
+    """The query as the view parses it (first value of each name, msgspec's lax conversion); None if refused."""
+    args: dict[str, str] = {}
+    for name, value in parse_qsl(query_string, keep_blank_values=True, errors="werkzeug.url_quote"):
+        args.setdefault(name, value)
+    try:
+        return msgspec.convert(args, kind, strict=False)
+    except msgspec.ValidationError:
+        return None
+
+
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    """True when If-None-Match names `etag` (weak comparison, as werkzeug's make_conditional does)."""
+    if not if_none_match:
+        return False
+    return parse_etags(if_none_match).contains_weak(etag.strip('"'))
+
+
+def install(app: Flask, cache: SharedCache) -> None:
+    """Wrap the app's WSGI callable, keeping the Flask object reachable (Flask's documented pattern)."""
+    app.wsgi_app = FastPath(app.wsgi_app, app, cache)  # type: ignore[method-assign]
