@@ -3,8 +3,9 @@
 A cached anonymous GET (an article, a list page, a profile, the tag cloud, a page of comments)
 costs one Redis round trip, but going through Flask's request context, hooks and view costs
 several times that in Python. `FastPath` wraps `app.wsgi_app`: it matches the path with a URL
-adapter bound once at start-up, builds the same cache key the view would (`ROUTES`, the one table
-of key functions), looks it up with the same generation discipline (`SharedCache.lookup`) and
+adapter bound once at start-up, builds the same cache key the view would (`ROUTES`: each domain
+declares its cacheable reads with `fastpath.serve(...)` in its own cache_keys.py), looks it up with
+the same generation discipline (`SharedCache.lookup`) and
 answers a hit with what Flask would have sent: status, body bytes, ETag, Cache-Control, Vary,
 security headers, X-Request-Id, a 304 for a matching If-None-Match, no body for HEAD; it records
 the request metrics and the access line through the same functions as the after_request hooks.
@@ -22,6 +23,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -32,16 +34,7 @@ from werkzeug.http import generate_etag, http_date, parse_etags, quote_etag
 from werkzeug.routing import Rule
 
 from service.api.headers import CSP_API, SECURITY_HEADERS
-from service.articles.schemas import ListQuery
-from service.caching.cache import (
-    SharedCache,
-    article_key,
-    comments_key,
-    list_key,
-    profile_key,
-    tags_key,
-)
-from service.comments.schemas import MAX_OFFSET, CommentPage
+from service.caching.cache import SharedCache
 from service.runtime import lifecycle, logs, metrics
 
 log = logging.getLogger(__name__)
@@ -64,6 +57,11 @@ _FALL_THROUGH_HEADERS = (
 ETAG_MEMO = 256
 
 
+# (path values, parsed query, the stored entry, a URL builder for this endpoint) -> (the entry without what
+# the domain put in front of it, extra headers). The rest is the facts header and the body.
+Split = Callable[[Mapping[str, Any], Any, bytes, Callable[..., str]], tuple[bytes, list[tuple[str, str]]]]
+
+
 @dataclass(frozen=True)
 class Route:
     """How the view of one endpoint keys its cache entry, and how it answers from it."""
@@ -72,29 +70,19 @@ class Route:
     query: type | None = None  # the msgspec type the view parses its query with (None: it reads no query)
     cache_control: str = "public, no-cache"
     vary: str | None = None
-    comments: bool = False  # the entry leads with the comment count, and the answer may carry a Link
+    # For an entry the domain stores more in front of (e.g. a count that makes a Link header).
+    split: Split | None = None
 
 
-# The one table of cache keys the fast path builds: each must be the key the view's service uses.
+# Endpoint -> Route, declared by the domains (`serve`); each key must be the one the view's service uses.
 # Routes with `auth="optional"` answer `private` and vary on Authorization (service.api.httpcache).
-ROUTES: dict[str, Route] = {
-    "articles.get_article": Route(lambda v, q: article_key(v["slug"]), None, "private, no-cache", "Authorization"),
-    "articles.list_articles": Route(
-        lambda v, q: list_key(q.tag, q.author, q.favorited, q.limit, q.offset),
-        ListQuery,
-        "private, no-cache",
-        "Authorization",
-    ),
-    "profiles.get_profile": Route(lambda v, q: profile_key(v["username"]), None, "private, no-cache", "Authorization"),
-    "tags.list_tags": Route(lambda v, q: tags_key()),
-    "comments.list_comments": Route(
-        lambda v, q: comments_key(v["slug"], q.limit, q.offset),
-        CommentPage,
-        "private, no-cache",
-        "Authorization",
-        comments=True,
-    ),
-}
+ROUTES: dict[str, Route] = {}
+
+
+def serve(endpoint: str, route: Route) -> None:
+    """Declare that anonymous cache hits of `endpoint` may be answered ahead of Flask, as `route` says."""
+    if ROUTES.setdefault(endpoint, route) is not route:
+        raise ValueError(f"{endpoint} is declared twice for the cache fast path")
 
 
 @functools.lru_cache(maxsize=2)
@@ -157,17 +145,10 @@ class FastPath:
         if found is None:
             return None
         versioned, entry = found
-        link = None
-        if route.comments:
-            assert query is not None
-            count, _, entry = entry.partition(b"\n")
-            following = query.offset + query.limit
-            if following < int(count) and following <= MAX_OFFSET:
-                url = self.adapter.build(
-                    rule.endpoint, {**values, "limit": query.limit, "offset": following}, method="GET"
-                )
-                link = f'<{url}>; rel="next"'
-        body = entry.partition(b"\n")[2]
+        extra: list[tuple[str, str]] = []
+        if route.split is not None:
+            entry, extra = route.split(values, query, entry, partial(self.adapter.build, rule.endpoint, method="GET"))
+        body = entry.partition(b"\n")[2]  # after the facts header (service.caching.personalize)
         etag = self._etag(versioned, body)
         self.cache.count_fast_path()
 
@@ -178,8 +159,7 @@ class FastPath:
         if not not_modified:
             headers.append(("Content-Type", "application/json"))
             headers.append(("Content-Length", str(len(body))))
-        if link is not None:
-            headers.append(("Link", link))
+        headers.extend(extra)
         headers.extend(SECURITY_HEADERS.items())
         headers.append(("Content-Security-Policy", CSP_API))
         headers.append(("Cache-Control", route.cache_control))

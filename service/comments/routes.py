@@ -7,6 +7,7 @@ from flask import Blueprint, Response, url_for
 from service.api.endpoint import endpoint, no_content, respond
 from service.api.schemas import GenericError
 from service.comments import service
+from service.comments.cache_keys import next_link
 from service.comments.schemas import (
     MAX_OFFSET,
     CommentPage,
@@ -49,7 +50,8 @@ def list_comments(slug: str, query: CommentPage) -> Response:
     following = query.offset + query.limit
     if following < total and following <= MAX_OFFSET:
         url = url_for("comments.list_comments", slug=slug, limit=query.limit, offset=following)
-        resp.headers["Link"] = f'<{url}>; rel="next"'
+        name, value = next_link(url)
+        resp.headers[name] = value
     return resp
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
-from service.caching import cache
+from service.caching import cache, fastpath
 from service.caching.personalize import Fact
 
 PROFILES = "profiles"
@@ -30,3 +30,10 @@ def follows_gen(user_id: int) -> str:
 @cache.key_family("p2")  # "p" entries from before the facts header (service.caching.personalize) never match
 def profile_key(username: str) -> list[str]:
     return [PROFILES]
+
+
+# Anonymous hits are answered ahead of Flask (service.caching.fastpath).
+fastpath.serve(
+    "profiles.get_profile",
+    fastpath.Route(lambda v, q: profile_key(v["username"]), None, "private, no-cache", "Authorization"),
+)
