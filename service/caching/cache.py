@@ -42,13 +42,10 @@ than the time since its last bump.
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import inspect
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, ParamSpec
+from typing import Any
 
 import gevent
 import redis
@@ -57,64 +54,15 @@ from flask import Flask, current_app
 from flask_caching import Cache as FlaskCache
 from gevent.event import AsyncResult
 
+from service.caching.keys import EPOCH, Key
+from service.caching.keys import key_family as key_family  # declared here for the domains: cache.key_family
 from service.runtime import metrics
 from service.storage import redis_pool
 
 log = logging.getLogger(__name__)
 
-# Part of every key; bumped by any worker that saw Redis fail (see the module doc).
-EPOCH = "epoch"
 # Seconds between background retries of pending bumps while Redis is unreachable.
 FLUSH_RETRY_SECONDS = 0.1
-
-P = ParamSpec("P")
-# A key's base and the names of the generations that version it (what `SharedCache.fetch` takes).
-Key = tuple[str, list[str]]
-# Prefix -> the function that declared it: two families never share a prefix.
-_FAMILIES: dict[str, str] = {}
-
-
-def _digest(*parts: object) -> str:
-    """A short stable name for free-form parts (filter values can be long or odd)."""
-    return hashlib.blake2b(repr(parts).encode(), digest_size=12).hexdigest()
-
-
-def key_family(prefix: str) -> Callable[[Callable[P, Iterable[str]]], Callable[P, Key]]:
-    """Declare a family of cache keys: `prefix` names it, the decorated function names its generations.
-
-    The function takes what identifies one entry (a slug, filters, a page) and returns the
-    generations that version it; the family turns the same arguments into the entry's key:
-
-        @cache.key_family("a")
-        def article_key(slug: str) -> list[str]:
-            return [article_gen(slug), PROFILES]
-
-        get_cache().fetch(article_key(slug), load)
-
-    A generation is a plain string a domain names (`"lists"`, `f"article:{slug}"`), prefixed with
-    the domain so two domains never share one by chance. Change the prefix ("c" -> "c2") when the
-    entries change shape, so that replicas of the old and new code never read each other's.
-    """
-    if not prefix or ":" in prefix:
-        raise ValueError(f"a key family prefix is a non-empty name without ':' (got {prefix!r})")
-
-    def declare(generations: Callable[P, Iterable[str]]) -> Callable[P, Key]:
-        owner = f"{generations.__module__}.{generations.__qualname__}"
-        if _FAMILIES.setdefault(prefix, owner) != owner:
-            raise ValueError(f"cache key prefix {prefix!r} of {owner} is taken by {_FAMILIES[prefix]}")
-        signature = inspect.signature(generations)
-
-        @functools.wraps(generations)
-        def key(*args: P.args, **kwargs: P.kwargs) -> Key:
-            parts = signature.bind(*args, **kwargs).args if kwargs else args
-            names = list(generations(*args, **kwargs))
-            if EPOCH in names:
-                raise ValueError(f"{EPOCH!r} is part of every key already; {owner} may not name it")
-            return f"{prefix}:{_digest(*parts)}", names
-
-        return key
-
-    return declare
 
 
 class BytesSerializer(BaseSerializer):
