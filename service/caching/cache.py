@@ -53,7 +53,7 @@ from typing import Any, ParamSpec
 import gevent
 import redis
 from cachelib.serializers import BaseSerializer
-from flask import Flask, current_app
+from flask import Flask, current_app, g, has_app_context
 from flask_caching import Cache as FlaskCache
 from gevent.event import AsyncResult
 
@@ -179,6 +179,57 @@ return #KEYS
 """
 
 
+# With read replicas (DATABASE_REPLICA_URLS) each generation `g:<name>` has a floor `f:<name>`:
+# the highest WAL position (LSN) of a commit that bumped it. A miss may fill from a replica
+# only once it replayed the highest floor of the entry's generations (service/storage/replicas.py);
+# else the old row could be stored under the new generation. The same lookup as LOOKUP_SCRIPT
+# (KEYS: the generations, then their floors, in the same order) that also returns that floor,
+# before the value (a nil would end the reply there).
+LOOKUP_FLOOR_SCRIPT = """
+local n = #KEYS / 2
+local gens = redis.call('MGET', unpack(KEYS, 1, n))
+local floors = redis.call('MGET', unpack(KEYS, n + 1, 2 * n))
+local now = nil
+local floor = 0
+for i = 1, n do
+  if not gens[i] then
+    if not now then
+      local t = redis.call('TIME')
+      now = string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2]))
+    end
+    gens[i] = now
+    redis.call('SET', KEYS[i], now, 'EX', ARGV[2])
+  end
+  local f = tonumber(floors[i] or '0')
+  if f > floor then floor = f end
+end
+local key = ARGV[1] .. ':' .. table.concat(gens, '.')
+return {key, string.format('%d', floor), redis.call('GET', key)}
+"""
+
+# BUMP_SCRIPT with floors: KEYS are the generations, then their floors; each floor moves up to
+# ARGV[2] before its generation moves, in one script, so no reader sees the new generation with
+# the old floor.
+BUMP_FLOOR_SCRIPT = """
+local n = #KEYS / 2
+local lsn = tonumber(ARGV[2])
+for i = n + 1, 2 * n do
+  local current = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if lsn > current then current = lsn end
+  redis.call('SET', KEYS[i], string.format('%d', current), 'EX', ARGV[1])
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+for i = 1, n do
+  local value = now
+  local current = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if current >= value then value = current + 1 end
+  redis.call('SET', KEYS[i], string.format('%d', value), 'EX', ARGV[1])
+end
+return n
+"""
+
+
 def _redis_client(cfg: dict[str, Any], max_connections: int, pool_wait: float) -> redis.Redis:
     """A Redis client that fails fast and never opens more than its pool allows (service/storage/redis_pool.py)."""
     timeout = float(cfg["CACHE_SOCKET_TIMEOUT"])
@@ -209,12 +260,17 @@ class SharedCache:
                 cfg, int(cfg["CACHE_MAX_CONNECTIONS"]), float(cfg["CACHE_POOL_WAIT"])
             )
         self._flask_cache = FlaskCache(app, config=config)
+        # LSN floors next to the generations, only with read replicas (see LOOKUP_FLOOR_SCRIPT).
+        self.floors = bool(str(cfg.get("DATABASE_REPLICA_URLS") or "").strip())
+        self._local_floors: dict[str, int] = {}
+        self._max_lsn = 0  # the highest commit LSN this worker bumped with (retries reuse it)
         client = getattr(self.backend, "_write_client", None)
-        self._lookup = client.register_script(LOOKUP_SCRIPT) if client is not None else None
+        lookup, bump = (LOOKUP_FLOOR_SCRIPT, BUMP_FLOOR_SCRIPT) if self.floors else (LOOKUP_SCRIPT, BUMP_SCRIPT)
+        self._lookup = client.register_script(lookup) if client is not None else None
         # Invalidations get their own small pool with a longer wait, so a burst
         # of readers holding every connection cannot make a write skip its bump.
         self._bumper = _redis_client(cfg, 8, 2.0) if client is not None else None
-        self._bump = self._bumper.register_script(BUMP_SCRIPT) if self._bumper is not None else None
+        self._bump = self._bumper.register_script(bump) if self._bumper is not None else None
         # In-process generations (name -> value, least recently set first), kept
         # apart from the entries: SimpleCache evicts what expires first, so
         # long-lived counters in it would crowd out every entry. At most
@@ -284,14 +340,18 @@ class SharedCache:
             return [self._local_gens.get(name) or self._set_local_generation(name) for name in names]
         prefix = self.backend._get_prefix()
         try:  # the read path's script, so missing generations start the same way
-            reply = self._lookup(keys=[prefix + "g:" + n for n in names], args=[prefix + "generations", self.gen_ttl])
+            reply = self._lookup(keys=self._lookup_keys(prefix, names), args=[prefix + "generations", self.gen_ttl])
         except Exception as exc:
             self._failed("read", exc)
             return None
         return [int(g) for g in reply[0].decode().rsplit(":", 1)[1].split(".")]
 
-    def _find(self, base: str, names: list[str]) -> tuple[str, bytes | None] | None:
-        """(versioned key, its value or None); None when the cache is unavailable."""
+    def _lookup_keys(self, prefix: str, names: list[str]) -> list[str]:
+        keys = [prefix + "g:" + n for n in names]
+        return keys + [prefix + "f:" + n for n in names] if self.floors else keys
+
+    def _find(self, base: str, names: list[str]) -> tuple[str, bytes | None, int] | None:
+        """(versioned key, its value or None, LSN floor of its generations); None when the cache is unavailable."""
         if not self.available() or (self._pending and not self._flush()):
             return None
         names = [EPOCH, *names]
@@ -300,16 +360,18 @@ class SharedCache:
             if gens is None:
                 return None
             key = base + ":" + ".".join(map(str, gens))
-            return key, self.get(key)
+            floor = max((self._local_floors.get(n, 0) for n in names), default=0) if self.floors else 0
+            return key, self.get(key), floor
         prefix = self.backend._get_prefix()
         try:
-            reply = self._lookup(keys=[prefix + "g:" + n for n in names], args=[prefix + base, self.gen_ttl])
+            reply = self._lookup(keys=self._lookup_keys(prefix, names), args=[prefix + base, self.gen_ttl])
         except Exception as exc:
             self._failed("read", exc)
             return None
-        value = self.backend.serializer.loads(reply[1]) if len(reply) > 1 else None
+        at = 2 if self.floors else 1  # where the value is (absent when nil)
+        value = self.backend.serializer.loads(reply[at]) if len(reply) > at else None
         self._count("hits" if value is not None else "misses")
-        return reply[0].decode()[len(prefix) :], value
+        return reply[0].decode()[len(prefix) :], value, int(reply[1]) if self.floors else 0
 
     def get(self, key: str) -> bytes | None:
         if not self.available():
@@ -342,6 +404,8 @@ class SharedCache:
         """
         if not self.enabled:
             return
+        if self.floors and has_app_context():
+            self._max_lsn = max(self._max_lsn, int(g.get("db_write_lsn", 0)))
         self._pending.update(names)
         self._flush()
 
@@ -365,7 +429,12 @@ class SharedCache:
         failures = self._failures
         if self._bump is None:  # in-process backend
             for name in names:
+                if self.floors:
+                    self._local_floors[name] = max(self._local_floors.get(name, 0), self._max_lsn)
                 self._set_local_generation(name)
+        elif self.floors:
+            prefix = self.backend._get_prefix()
+            self._bump(keys=self._lookup_keys(prefix, names), args=[self.gen_ttl, self._max_lsn])
         else:
             prefix = self.backend._get_prefix()
             self._bump(keys=[prefix + "g:" + name for name in names], args=[self.gen_ttl])
@@ -403,7 +472,7 @@ class SharedCache:
         found = self._find(base, names)
         if found is None:
             return load()
-        key, value = found
+        key, value, floor = found
         if value is not None:
             return value
         pending = self._inflight.get(key)
@@ -412,7 +481,7 @@ class SharedCache:
             return result
         pending = self._inflight[key] = AsyncResult()
         try:
-            value = load()
+            value = self._load_above(floor, load) if floor else load()
         except BaseException as exc:
             pending.set_exception(exc)
             raise
@@ -421,6 +490,19 @@ class SharedCache:
         pending.set(value)
         self.put(key, value)
         return value
+
+
+    @staticmethod
+    def _load_above(floor: int, load: Callable[[], bytes]) -> bytes:
+        """`load()` with its reads on a database that replayed up to `floor` (service/storage/db.py)."""
+        if not has_app_context():
+            return load()
+        outer = g.get("db_fill_floor", 0)
+        g.db_fill_floor = max(outer, floor)
+        try:
+            return load()
+        finally:
+            g.db_fill_floor = outer
 
 
 def init_app(app: Flask) -> SharedCache:
