@@ -491,7 +491,6 @@ class SharedCache:
         self.put(key, value)
         return value
 
-
     @staticmethod
     def _load_above(floor: int, load: Callable[[], bytes]) -> bytes:
         """`load()` with its reads on a database that replayed up to `floor` (service/storage/db.py)."""

@@ -128,7 +128,10 @@ def _database_state() -> tuple[str, str]:
     try:
         # Interrupts the pool wait, the connect and the query alike (under gevent). A
         # connection interrupted mid-query is in an unknown state: it is discarded.
-        with gevent.Timeout(float(current_app.config["READINESS_TIMEOUT"]), _ReadinessTimeout), get_db().read(primary=True) as conn:
+        with (
+            gevent.Timeout(float(current_app.config["READINESS_TIMEOUT"]), _ReadinessTimeout),
+            get_db().read(primary=True) as conn,
+        ):
             try:
                 conn.execute(PING)
                 return "ok", "ok" if schema.migrated else _migrations(conn, schema)

@@ -133,7 +133,8 @@ class Database:
         user_id = g.get("user_id")
         if user_id is not None:
             self.replicas.remember_write(user_id, lsn)
-            g.setdefault("db_user_floors", {})[user_id] = max(g.db_user_floors.get(user_id, 0), lsn)
+            floors: dict[int, int] = g.setdefault("db_user_floors", {})
+            floors[user_id] = max(floors.get(user_id, 0), lsn)
 
     def _connect(self, engine: Engine) -> Connection:
         """`engine.connect()`, counted in the pool's waiting gauge until a connection is checked out."""
