@@ -262,7 +262,6 @@ class SharedCache:
         self._flask_cache = FlaskCache(app, config=config)
         # LSN floors next to the generations, only with read replicas (see LOOKUP_FLOOR_SCRIPT).
         self.floors = bool(str(cfg.get("DATABASE_REPLICA_URLS") or "").strip())
-        self._local_floors: dict[str, int] = {}
         self._max_lsn = 0  # the highest commit LSN this worker bumped with (retries reuse it)
         client = getattr(self.backend, "_write_client", None)
         lookup, bump = (LOOKUP_FLOOR_SCRIPT, BUMP_FLOOR_SCRIPT) if self.floors else (LOOKUP_SCRIPT, BUMP_SCRIPT)
@@ -360,7 +359,8 @@ class SharedCache:
             if gens is None:
                 return None
             key = base + ":" + ".".join(map(str, gens))
-            floor = max((self._local_floors.get(n, 0) for n in names), default=0) if self.floors else 0
+            # In-process entries see only this worker's bumps: its highest bump floor covers them all.
+            floor = self._max_lsn if self.floors else 0
             return key, self.get(key), floor
         prefix = self.backend._get_prefix()
         try:
@@ -429,8 +429,6 @@ class SharedCache:
         failures = self._failures
         if self._bump is None:  # in-process backend
             for name in names:
-                if self.floors:
-                    self._local_floors[name] = max(self._local_floors.get(name, 0), self._max_lsn)
                 self._set_local_generation(name)
         elif self.floors:
             prefix = self.backend._get_prefix()

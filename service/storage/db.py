@@ -22,6 +22,7 @@ nothing is prepared on the server. Whatever needs a session of its own
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,6 +34,8 @@ from sqlalchemy import exc as exc_module
 from sqlalchemy.engine import make_url
 
 from service.storage import replicas as replicas_module
+
+log = logging.getLogger(__name__)
 
 SQLITE_BEGIN_READ = "BEGIN DEFERRED"
 # Writers take the lock up front: a deferred transaction that reads and then
@@ -125,11 +128,18 @@ class Database:
     def _after_commit(self, conn: Connection) -> None:
         """Record the commit's WAL position: the writer's floor for later reads, and the cache bump's."""
         assert self.replicas is not None
-        lsn = int(conn.exec_driver_sql(replicas_module.WRITE_LSN).scalar_one())
-        conn.rollback()
+        try:
+            lsn = int(conn.exec_driver_sql(replicas_module.WRITE_LSN).scalar_one())
+            conn.rollback()
+        except exc_module.SQLAlchemyError as exc:
+            # Committed, but where is unknown: the writer reads the primary for a while rather than
+            # fail a write that succeeded (bumps keep this worker's last known floor).
+            log.warning("could not read the commit's WAL position (%s); the writer reads the primary", exc)
+            lsn = replicas_module.PRIMARY_ONLY
         if not has_app_context():
             return
-        g.db_write_lsn = max(int(g.get("db_write_lsn", 0)), lsn)
+        if lsn < replicas_module.PRIMARY_ONLY:
+            g.db_write_lsn = max(int(g.get("db_write_lsn", 0)), lsn)
         user_id = g.get("user_id")
         if user_id is not None:
             self.replicas.remember_write(user_id, lsn)

@@ -62,8 +62,11 @@ redis.call('SET', KEYS[1], string.format('%d', current), 'EX', ARGV[2])
 return current
 """
 
+# Without Redis, expired floors are dropped once this many users have one.
+LOCAL_FLOORS_PURGE_AT = 10_000
+
 # A floor no replica reaches: read the primary.
-PRIMARY_ONLY = 2**63
+PRIMARY_ONLY = 2**62  # exact in Lua's doubles; far past any real LSN
 
 
 @dataclass
@@ -99,7 +102,8 @@ class Replicas:
         self.redis = redis_client
         self.prefix = ""
         self._remember = redis_client.register_script(REMEMBER_SCRIPT) if redis_client is not None else None
-        self._local_floors: dict[int, int] = {}  # without Redis: this worker's floors only
+        # Without Redis: this worker's floors only, user -> (LSN, when it expires).
+        self._local_floors: dict[int, tuple[int, float]] = {}
         self._next = 0
 
     def dispose(self) -> None:
@@ -186,17 +190,24 @@ class Replicas:
     def remember_write(self, user_id: int, lsn: int) -> None:
         """Keep `lsn` as `user_id`'s floor (the maximum) for RYW_TTL seconds."""
         if self._remember is None:
-            self._local_floors[user_id] = max(self._local_floors.get(user_id, 0), lsn)
+            now = time.monotonic()
+            if len(self._local_floors) >= LOCAL_FLOORS_PURGE_AT:
+                self._local_floors = {u: f for u, f in self._local_floors.items() if f[1] > now}
+            self._local_floors[user_id] = (max(self._local_floor(user_id), lsn), now + RYW_TTL)
             return
         try:
             self._remember(keys=[f"{self.prefix}rw:{user_id}"], args=[lsn, RYW_TTL])
         except redis.RedisError as exc:
             log.warning("could not record the write position of user %s (%s)", user_id, exc)
 
+    def _local_floor(self, user_id: int) -> int:
+        lsn, expires = self._local_floors.get(user_id, (0, 0.0))
+        return lsn if expires > time.monotonic() else 0
+
     def floor_of(self, user_id: int) -> int:
         """`user_id`'s floor: 0 without a recent write, PRIMARY_ONLY when it cannot be known."""
         if self._remember is None:
-            return self._local_floors.get(user_id, 0)
+            return self._local_floor(user_id)
         try:
             value = self.redis.get(f"{self.prefix}rw:{user_id}")
         except redis.RedisError:
