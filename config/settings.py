@@ -280,10 +280,25 @@ def load(env: Mapping[str, str], overrides: Mapping[str, Any] | None = None) -> 
     for name in ("DATABASE_URL", "DATABASE_DIRECT_URL"):
         if settings[name].startswith("postgres://"):
             settings[name] = "postgresql://" + settings[name][len("postgres://") :]
+    settings["DATABASE_REPLICA_URLS"] = ",".join(_replica_urls(settings["DATABASE_REPLICA_URLS"]))
     if settings["REDIS_URL"] and "CACHE_TYPE" not in env and "CACHE_TYPE" not in (overrides or {}):
         settings["CACHE_TYPE"] = "RedisCache"
     _check(settings)
     return settings
+
+
+def _replica_urls(value: str) -> list[str]:
+    """DATABASE_REPLICA_URLS as a list of postgresql:// URLs; ConfigError for anything else."""
+    urls = []
+    for url in (u.strip() for u in str(value or "").split(",")):
+        if not url:
+            continue
+        if url.startswith("postgres://"):
+            url = "postgresql://" + url[len("postgres://") :]
+        if not url.startswith(("postgresql://", "postgresql+psycopg2://")):
+            raise ConfigError("DATABASE_REPLICA_URLS holds comma-separated postgresql:// URLs")
+        urls.append(url)
+    return urls
 
 
 def _check(settings: dict[str, Any]) -> None:

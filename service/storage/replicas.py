@@ -34,7 +34,6 @@ import gevent
 import redis
 from sqlalchemy import Connection, Engine
 from sqlalchemy import exc as exc_module
-from sqlalchemy.engine import make_url
 
 log = logging.getLogger(__name__)
 
@@ -275,8 +274,5 @@ class ReplicaConnection:
 
 
 def replica_urls(settings: dict[str, Any]) -> list[str]:
-    urls = [u.strip() for u in str(settings.get("DATABASE_REPLICA_URLS") or "").split(",") if u.strip()]
-    for url in urls:
-        if make_url(url).get_backend_name() != "postgresql":
-            raise ValueError("DATABASE_REPLICA_URLS holds PostgreSQL URLs only")
-    return ["postgresql://" + u[len("postgres://") :] if u.startswith("postgres://") else u for u in urls]
+    """DATABASE_REPLICA_URLS as a list (config.settings has checked and normalised it)."""
+    return [url for url in str(settings.get("DATABASE_REPLICA_URLS") or "").split(",") if url]
