@@ -38,6 +38,11 @@ an old entry from the moment Redis answers until a failed worker's retry lands
 failure died first; a Redis restored from an old snapshot (run the cache with
 `save ""`); and a generation lost while Redis's clock stepped back by more
 than the time since its last bump.
+
+With read replicas (DATABASE_REPLICA_URLS) a miss could read a replica that has not replayed the
+write behind the bump and store the old row under the new generation. So a bump also records the
+commit's WAL position next to each generation, and a miss fills only from a database that replayed
+past the highest of them (LOOKUP_FLOOR_SCRIPT, `_load_above`).
 """
 
 from __future__ import annotations

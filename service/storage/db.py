@@ -18,6 +18,10 @@ different server connections: the timeouts are set with `SET LOCAL` in front of
 the first statement of every transaction (see `_timeouts_per_transaction`), and
 nothing is prepared on the server. Whatever needs a session of its own
 (migrations) uses DATABASE_DIRECT_URL (`direct_engine`).
+
+With DATABASE_REPLICA_URLS, `read()` may run on a streaming replica, but only one that replayed
+the reader's own recent writes and, for a cache fill, the writes behind the entry's generations;
+`transaction()` records each commit's WAL position for both (service/storage/replicas.py).
 """
 
 from __future__ import annotations
