@@ -21,6 +21,12 @@ class BaseConfig:
     # PostgreSQL itself, for what needs a server session of its own (migrations) when DATABASE_URL
     # points at PgBouncer in transaction pooling mode. Empty: DATABASE_URL.
     DATABASE_DIRECT_URL = ""
+    # PostgreSQL streaming replicas for reads that may lag (comma-separated URLs; empty: every read on
+    # DATABASE_URL). A user's reads after their own write, and cache fills after a bump, use a replica
+    # only once it replayed that write (service/storage/replicas.py).
+    DATABASE_REPLICA_URLS = ""
+    # Seconds of replay lag past which a replica is skipped (its reads go to the primary).
+    DATABASE_REPLICA_MAX_LAG = 10.0
     # Connections kept open per worker process (1-50). Every gevent greenlet that
     # talks to the database holds one for the duration of its transaction, so
     # pool size + overflow caps a worker's concurrent DB work. Budget:
@@ -175,6 +181,8 @@ def flag(value: str) -> bool:
 ENV_OVERRIDES: dict[str, Callable[[str], Any]] = {
     "DATABASE_URL": str,
     "DATABASE_DIRECT_URL": str,
+    "DATABASE_REPLICA_URLS": str,
+    "DATABASE_REPLICA_MAX_LAG": float,
     "DB_POOL_SIZE": int,
     "DB_MAX_OVERFLOW": int,
     "DB_WRITE_POOL_SIZE": int,
@@ -272,10 +280,25 @@ def load(env: Mapping[str, str], overrides: Mapping[str, Any] | None = None) -> 
     for name in ("DATABASE_URL", "DATABASE_DIRECT_URL"):
         if settings[name].startswith("postgres://"):
             settings[name] = "postgresql://" + settings[name][len("postgres://") :]
+    settings["DATABASE_REPLICA_URLS"] = ",".join(_replica_urls(settings["DATABASE_REPLICA_URLS"]))
     if settings["REDIS_URL"] and "CACHE_TYPE" not in env and "CACHE_TYPE" not in (overrides or {}):
         settings["CACHE_TYPE"] = "RedisCache"
     _check(settings)
     return settings
+
+
+def _replica_urls(value: str) -> list[str]:
+    """DATABASE_REPLICA_URLS as a list of postgresql:// URLs; ConfigError for anything else."""
+    urls = []
+    for url in (u.strip() for u in str(value or "").split(",")):
+        if not url:
+            continue
+        if url.startswith("postgres://"):
+            url = "postgresql://" + url[len("postgres://") :]
+        if not url.startswith(("postgresql://", "postgresql+psycopg2://")):
+            raise ConfigError("DATABASE_REPLICA_URLS holds comma-separated postgresql:// URLs")
+        urls.append(url)
+    return urls
 
 
 def _check(settings: dict[str, Any]) -> None:

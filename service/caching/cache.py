@@ -38,6 +38,11 @@ an old entry from the moment Redis answers until a failed worker's retry lands
 failure died first; a Redis restored from an old snapshot (run the cache with
 `save ""`); and a generation lost while Redis's clock stepped back by more
 than the time since its last bump.
+
+With read replicas (DATABASE_REPLICA_URLS) a miss could read a replica that has not replayed the
+write behind the bump and store the old row under the new generation. So a bump also records the
+commit's WAL position next to each generation, and a miss fills only from a database that replayed
+past the highest of them (LOOKUP_FLOOR_SCRIPT, `_load_above`).
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ from typing import Any
 import gevent
 import redis
 from cachelib.serializers import BaseSerializer
-from flask import Flask, current_app
+from flask import Flask, current_app, g, has_app_context
 from flask_caching import Cache as FlaskCache
 from gevent.event import AsyncResult
 
@@ -127,6 +132,57 @@ return #KEYS
 """
 
 
+# With read replicas (DATABASE_REPLICA_URLS) each generation `g:<name>` has a floor `f:<name>`:
+# the highest WAL position (LSN) of a commit that bumped it. A miss may fill from a replica
+# only once it replayed the highest floor of the entry's generations (service/storage/replicas.py);
+# else the old row could be stored under the new generation. The same lookup as LOOKUP_SCRIPT
+# (KEYS: the generations, then their floors, in the same order) that also returns that floor,
+# before the value (a nil would end the reply there).
+LOOKUP_FLOOR_SCRIPT = """
+local n = #KEYS / 2
+local gens = redis.call('MGET', unpack(KEYS, 1, n))
+local floors = redis.call('MGET', unpack(KEYS, n + 1, 2 * n))
+local now = nil
+local floor = 0
+for i = 1, n do
+  if not gens[i] then
+    if not now then
+      local t = redis.call('TIME')
+      now = string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2]))
+    end
+    gens[i] = now
+    redis.call('SET', KEYS[i], now, 'EX', ARGV[2])
+  end
+  local f = tonumber(floors[i] or '0')
+  if f > floor then floor = f end
+end
+local key = ARGV[1] .. ':' .. table.concat(gens, '.')
+return {key, string.format('%d', floor), redis.call('GET', key)}
+"""
+
+# BUMP_SCRIPT with floors: KEYS are the generations, then their floors; each floor moves up to
+# ARGV[2] before its generation moves, in one script, so no reader sees the new generation with
+# the old floor.
+BUMP_FLOOR_SCRIPT = """
+local n = #KEYS / 2
+local lsn = tonumber(ARGV[2])
+for i = n + 1, 2 * n do
+  local current = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if lsn > current then current = lsn end
+  redis.call('SET', KEYS[i], string.format('%d', current), 'EX', ARGV[1])
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+for i = 1, n do
+  local value = now
+  local current = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if current >= value then value = current + 1 end
+  redis.call('SET', KEYS[i], string.format('%d', value), 'EX', ARGV[1])
+end
+return n
+"""
+
+
 def _redis_client(cfg: dict[str, Any], max_connections: int, pool_wait: float) -> redis.Redis:
     """A Redis client that fails fast and never opens more than its pool allows (service/storage/redis_pool.py)."""
     timeout = float(cfg["CACHE_SOCKET_TIMEOUT"])
@@ -157,12 +213,16 @@ class SharedCache:
                 cfg, int(cfg["CACHE_MAX_CONNECTIONS"]), float(cfg["CACHE_POOL_WAIT"])
             )
         self._flask_cache = FlaskCache(app, config=config)
+        # LSN floors next to the generations, only with read replicas (see LOOKUP_FLOOR_SCRIPT).
+        self.floors = bool(str(cfg.get("DATABASE_REPLICA_URLS") or "").strip())
+        self._max_lsn = 0  # the highest commit LSN this worker bumped with (retries reuse it)
         client = getattr(self.backend, "_write_client", None)
-        self._lookup = client.register_script(LOOKUP_SCRIPT) if client is not None else None
+        lookup, bump = (LOOKUP_FLOOR_SCRIPT, BUMP_FLOOR_SCRIPT) if self.floors else (LOOKUP_SCRIPT, BUMP_SCRIPT)
+        self._lookup = client.register_script(lookup) if client is not None else None
         # Invalidations get their own small pool with a longer wait, so a burst
         # of readers holding every connection cannot make a write skip its bump.
         self._bumper = _redis_client(cfg, 8, 2.0) if client is not None else None
-        self._bump = self._bumper.register_script(BUMP_SCRIPT) if self._bumper is not None else None
+        self._bump = self._bumper.register_script(bump) if self._bumper is not None else None
         # In-process generations (name -> value, least recently set first), kept
         # apart from the entries: SimpleCache evicts what expires first, so
         # long-lived counters in it would crowd out every entry. At most
@@ -232,14 +292,18 @@ class SharedCache:
             return [self._local_gens.get(name) or self._set_local_generation(name) for name in names]
         prefix = self.backend._get_prefix()
         try:  # the read path's script, so missing generations start the same way
-            reply = self._lookup(keys=[prefix + "g:" + n for n in names], args=[prefix + "generations", self.gen_ttl])
+            reply = self._lookup(keys=self._lookup_keys(prefix, names), args=[prefix + "generations", self.gen_ttl])
         except Exception as exc:
             self._failed("read", exc)
             return None
         return [int(g) for g in reply[0].decode().rsplit(":", 1)[1].split(".")]
 
-    def _find(self, base: str, names: list[str], count_misses: bool = True) -> tuple[str, bytes | None] | None:
-        """(versioned key, its value or None); None when the cache is unavailable."""
+    def _lookup_keys(self, prefix: str, names: list[str]) -> list[str]:
+        keys = [prefix + "g:" + n for n in names]
+        return keys + [prefix + "f:" + n for n in names] if self.floors else keys
+
+    def _find(self, base: str, names: list[str], count_misses: bool = True) -> tuple[str, bytes | None, int] | None:
+        """(versioned key, its value or None, LSN floor of its generations); None when the cache is unavailable."""
         if not self.available() or (self._pending and not self._flush()):
             return None
         names = [EPOCH, *names]
@@ -248,17 +312,20 @@ class SharedCache:
             if gens is None:
                 return None
             key = base + ":" + ".".join(map(str, gens))
-            return key, self.get(key, count_misses)
+            # In-process entries see only this worker's bumps: its highest bump floor covers them all.
+            floor = self._max_lsn if self.floors else 0
+            return key, self.get(key, count_misses), floor
         prefix = self.backend._get_prefix()
         try:
-            reply = self._lookup(keys=[prefix + "g:" + n for n in names], args=[prefix + base, self.gen_ttl])
+            reply = self._lookup(keys=self._lookup_keys(prefix, names), args=[prefix + base, self.gen_ttl])
         except Exception as exc:
             self._failed("read", exc)
             return None
-        value = self.backend.serializer.loads(reply[1]) if len(reply) > 1 else None
+        at = 2 if self.floors else 1  # where the value is (absent when nil)
+        value = self.backend.serializer.loads(reply[at]) if len(reply) > at else None
         if value is not None or count_misses:
             self._count("hits" if value is not None else "misses")
-        return reply[0].decode()[len(prefix) :], value
+        return reply[0].decode()[len(prefix) :], value, int(reply[1]) if self.floors else 0
 
     def lookup(self, key_and_gens: tuple[str, list[str]]) -> tuple[str, bytes] | None:
         """(versioned key, cached bytes) on a hit, in the same one round trip as `fetch`; None otherwise.
@@ -307,6 +374,8 @@ class SharedCache:
         """
         if not self.enabled:
             return
+        if self.floors and has_app_context():
+            self._max_lsn = max(self._max_lsn, int(g.get("db_write_lsn", 0)))
         self._pending.update(names)
         self._flush()
 
@@ -331,6 +400,9 @@ class SharedCache:
         if self._bump is None:  # in-process backend
             for name in names:
                 self._set_local_generation(name)
+        elif self.floors:
+            prefix = self.backend._get_prefix()
+            self._bump(keys=self._lookup_keys(prefix, names), args=[self.gen_ttl, self._max_lsn])
         else:
             prefix = self.backend._get_prefix()
             self._bump(keys=[prefix + "g:" + name for name in names], args=[self.gen_ttl])
@@ -368,7 +440,7 @@ class SharedCache:
         found = self._find(base, names)
         if found is None:
             return load()
-        key, value = found
+        key, value, floor = found
         if value is not None:
             return value
         pending = self._inflight.get(key)
@@ -377,7 +449,7 @@ class SharedCache:
             return result
         pending = self._inflight[key] = AsyncResult()
         try:
-            value = load()
+            value = self._load_above(floor, load) if floor else load()
         except BaseException as exc:
             pending.set_exception(exc)
             raise
@@ -386,6 +458,18 @@ class SharedCache:
         pending.set(value)
         self.put(key, value)
         return value
+
+    @staticmethod
+    def _load_above(floor: int, load: Callable[[], bytes]) -> bytes:
+        """`load()` with its reads on a database that replayed up to `floor` (service/storage/db.py)."""
+        if not has_app_context():
+            return load()
+        outer = g.get("db_fill_floor", 0)
+        g.db_fill_floor = max(outer, floor)
+        try:
+            return load()
+        finally:
+            g.db_fill_floor = outer
 
 
 def init_app(app: Flask) -> SharedCache:

@@ -49,6 +49,19 @@ class Readiness(msgspec.Struct):
     migrations: str
     # ok | down | not configured; never makes the replica unready
     redis: str
+    # Read replicas (DATABASE_REPLICA_URLS; absent without them): each one's state and replay lag.
+    # Never makes the service unready: their reads go to the primary meanwhile.
+    replicas: list[ReplicaState] | msgspec.UnsetType = msgspec.UNSET
+
+
+class ReplicaState(msgspec.Struct):
+    """One read replica as this worker sees it."""
+
+    replica: int
+    # ok | down | lagging (past DATABASE_REPLICA_MAX_LAG) | not a standby
+    state: str
+    # Seconds of replay lag at the check; null when it never answered.
+    lag_seconds: float | None
 
 
 @dataclass
@@ -101,6 +114,9 @@ def readyz() -> Response:
         database, migrations = _database_state()
         ready = database == "ok" and migrations == "ok"
         result = Readiness("ready" if ready else "not ready", database, migrations, _redis_state())
+        replicas = get_db().replicas
+        if replicas is not None:
+            result.replicas = [ReplicaState(**state) for state in replicas.report()]
     resp = respond(result, 200 if result.status == "ready" else 503)
     resp.headers.update(NO_STORE)
     return resp
@@ -112,7 +128,10 @@ def _database_state() -> tuple[str, str]:
     try:
         # Interrupts the pool wait, the connect and the query alike (under gevent). A
         # connection interrupted mid-query is in an unknown state: it is discarded.
-        with gevent.Timeout(float(current_app.config["READINESS_TIMEOUT"]), _ReadinessTimeout), get_db().read() as conn:
+        with (
+            gevent.Timeout(float(current_app.config["READINESS_TIMEOUT"]), _ReadinessTimeout),
+            get_db().read(primary=True) as conn,
+        ):
             try:
                 conn.execute(PING)
                 return "ok", "ok" if schema.migrated else _migrations(conn, schema)

@@ -102,6 +102,12 @@ EVENT_LOOP_BLOCKED = Counter(
     "(only counted with GEVENT_MONITOR_THREAD_ENABLE=1).",
     registry=REGISTRY,
 )
+DB_READS = Counter(
+    "conduit_db_reads",
+    "Reads by the database that served them, with read replicas configured (primary, replica0, replica1, ...).",
+    ["database"],
+    registry=REGISTRY,
+)
 RATE_LIMITED = Counter(
     "conduit_rate_limited",
     "Requests refused by a rate limit, by limit scope.",
@@ -207,6 +213,12 @@ def instrument_database(database: Database) -> None:
         database.waiting[engine] = DB_WAITING.labels(name)
     if pools is None:
         database.waiting[database.reader] = database.waiting[database.engine]
+    if database.replicas is not None:
+        database.on_read = _count_read
+
+
+def _count_read(database: str) -> None:
+    DB_READS.labels(database).inc()
 
 
 def _inc(gauge: Any) -> Callable[..., None]:

@@ -177,7 +177,7 @@ def _check_account(entry: Verified) -> None:
     from service.storage.db import get_db
     from service.users import repository as users
 
-    with get_db().read() as conn:
+    with get_db().read(entry.user_id) as conn:
         state = users.token_state(conn, entry.user_id)
     if state is None:
         raise Unauthorized(messages.ACCOUNT_GONE)

@@ -18,19 +18,28 @@ different server connections: the timeouts are set with `SET LOCAL` in front of
 the first statement of every transaction (see `_timeouts_per_transaction`), and
 nothing is prepared on the server. Whatever needs a session of its own
 (migrations) uses DATABASE_DIRECT_URL (`direct_engine`).
+
+With DATABASE_REPLICA_URLS, `read()` may run on a streaming replica, but only one that replayed
+the reader's own recent writes and, for a cache fill, the writes behind the entry's generations;
+`transaction()` records each commit's WAL position for both (service/storage/replicas.py).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
-from flask import Flask, current_app
+from flask import Flask, current_app, g, has_app_context
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy import exc as exc_module
 from sqlalchemy.engine import make_url
+
+from service.storage import replicas as replicas_module
+
+log = logging.getLogger(__name__)
 
 SQLITE_BEGIN_READ = "BEGIN DEFERRED"
 # Writers take the lock up front: a deferred transaction that reads and then
@@ -47,6 +56,10 @@ class Database:
         self.reader = reader or engine.execution_options(isolation_level="AUTOCOMMIT")
         # engine -> gauge of requests waiting for one of its connections (service.runtime.metrics)
         self.waiting: dict[Engine, Any] = {}
+        # DATABASE_REPLICA_URLS (service/storage/replicas.py); None: every read on the primary.
+        self.replicas: replicas_module.Replicas | None = None
+        # Called with "primary" or "replica<i>" for each read when there are replicas (metrics).
+        self.on_read: Any = None
 
     @property
     def engines(self) -> tuple[Engine, ...]:
@@ -56,16 +69,86 @@ class Database:
     def dispose(self) -> None:
         for engine in self.engines:
             engine.dispose()
+        if self.replicas is not None:
+            self.replicas.dispose()
 
     @contextmanager
-    def read(self) -> Iterator[Connection]:
-        with self._connect(self.reader) as conn:
-            yield conn
+    def read(self, user_id: int | None = None, *, primary: bool = False) -> Iterator[Connection]:
+        """An autocommit connection; with replicas, on one that replayed what this reader must see.
+
+        `user_id` names the reader when `g.user_id` is not set yet (the token check); `primary`
+        asks for the primary (a read that cannot name whose writes it must see, e.g. a login)."""
+        if self.replicas is None:
+            with self._connect(self.reader) as conn:
+                yield conn
+            return
+        floor = replicas_module.PRIMARY_ONLY if primary else self._read_floor(user_id)
+        chosen = self.replicas.connect(floor)
+        if chosen is None:
+            self._count_read("primary")
+            with self._connect(self.reader) as conn:
+                yield conn
+            return
+        replica, replica_conn = chosen
+        wrapped = replicas_module.ReplicaConnection(replica_conn, replica, lambda: self._connect(self.reader))
+        try:
+            yield cast(Connection, wrapped)
+        finally:
+            wrapped.close()
+            self._count_read("primary" if wrapped.failed_over else replica.name)
+
+    def _read_floor(self, user_id: int | None) -> int:
+        """The WAL position a replica must have replayed for this read (0: any usable replica)."""
+        if not has_app_context():
+            return 0
+        floor = int(g.get("db_fill_floor", 0))
+        if user_id is None:
+            user_id = g.get("user_id")
+        if user_id is not None:
+            floors: dict[int, int] = g.setdefault("db_user_floors", {})
+            if user_id not in floors:
+                assert self.replicas is not None
+                floors[user_id] = self.replicas.floor_of(user_id)
+            floor = max(floor, floors[user_id])
+        return floor
+
+    def remember_write(self, user_id: int) -> None:
+        """Make `user_id`'s next reads see this request's writes (for a write made before `g.user_id` was set)."""
+        if self.replicas is not None and has_app_context() and g.get("db_write_lsn"):
+            self.replicas.remember_write(user_id, int(g.db_write_lsn))
+
+    def _count_read(self, database: str) -> None:
+        if self.on_read is not None:
+            self.on_read(database)
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
-        with self._connect(self.engine).execution_options(write=True) as conn, conn.begin():
-            yield conn
+        with self._connect(self.engine).execution_options(write=True) as conn:
+            with conn.begin():
+                yield conn
+            if self.replicas is not None:
+                self._after_commit(conn)
+
+    def _after_commit(self, conn: Connection) -> None:
+        """Record the commit's WAL position: the writer's floor for later reads, and the cache bump's."""
+        assert self.replicas is not None
+        try:
+            lsn = int(conn.exec_driver_sql(replicas_module.WRITE_LSN).scalar_one())
+            conn.rollback()
+        except exc_module.SQLAlchemyError as exc:
+            # Committed, but where is unknown: the writer reads the primary for a while rather than
+            # fail a write that succeeded (bumps keep this worker's last known floor).
+            log.warning("could not read the commit's WAL position (%s); the writer reads the primary", exc)
+            lsn = replicas_module.PRIMARY_ONLY
+        if not has_app_context():
+            return
+        if lsn < replicas_module.PRIMARY_ONLY:
+            g.db_write_lsn = max(int(g.get("db_write_lsn", 0)), lsn)
+        user_id = g.get("user_id")
+        if user_id is not None:
+            self.replicas.remember_write(user_id, lsn)
+            floors: dict[int, int] = g.setdefault("db_user_floors", {})
+            floors[user_id] = max(floors.get(user_id, 0), lsn)
 
     def _connect(self, engine: Engine) -> Connection:
         """`engine.connect()`, counted in the pool's waiting gauge until a connection is checked out."""
@@ -209,8 +292,29 @@ def init_app(app: Flask) -> Database:
     engine = build_engine(app.config)
     reader = build_engine(app.config, reader=True) if engine.dialect.name == "postgresql" else None
     database = Database(engine, reader)
+    urls = replicas_module.replica_urls(app.config)
+    if urls and engine.dialect.name == "postgresql":
+        database.replicas = replicas_module.Replicas(
+            [build_engine(app.config, reader=True, url=url) for url in urls],
+            float(app.config["DATABASE_REPLICA_MAX_LAG"]),
+            float(app.config["DB_CONNECT_TIMEOUT"]),
+            _replica_redis(app.config),
+        )
+        database.replicas.prefix = app.config["CACHE_KEY_PREFIX"]
     app.extensions["db"] = database
     return database
+
+
+def _replica_redis(cfg: dict[str, Any]) -> Any:
+    """The Redis client for read-your-writes floors (None without REDIS_URL: per-worker floors)."""
+    if not cfg.get("REDIS_URL"):
+        return None
+    import redis
+
+    from service.storage import redis_pool
+
+    timeout = float(cfg["CACHE_SOCKET_TIMEOUT"])
+    return redis.Redis(connection_pool=redis_pool.fail_fast_pool(cfg["REDIS_URL"], 16, 1.0, timeout))
 
 
 def get_db() -> Database:

@@ -37,7 +37,7 @@ def _user(row: Row[Any]) -> User:
 
 def _conflict(username: str | None, email: str | None, except_id: int = 0) -> Invalid:
     db = get_db()
-    with db.read() as conn:
+    with db.read(primary=True) as conn:  # the write that just failed saw the primary
         username_taken, email_taken = repo.taken(conn, username, email, except_id)
     errors = [messages.USERNAME_TAKEN] if username_taken else []
     errors += [messages.EMAIL_TAKEN] if email_taken else []
@@ -64,12 +64,13 @@ def register(new: NewUser, key: idempotency.Key | None = None) -> idempotency.Re
                 row = repo.insert_user(conn, new.username, email, password_hash, timefmt.now(db.dialect))
                 if row is None:
                     raise _Taken
-                user = _user(row)
+                user, new_id = _user(row), row.id
                 idempotency.record(conn, key, encode(UserResponse(msgspec.structs.replace(user, token=""))))
     except _Taken:
         raise _conflict(new.username, email) from None
     if replay is not None:
         return _with_fresh_token(replay, email, new.password)
+    db.remember_write(new_id)
     return idempotency.Reply(encode(UserResponse(user)))
 
 
@@ -78,7 +79,7 @@ def _with_fresh_token(replay: idempotency.Reply, email: str, password: str) -> i
 
     A replay is thus no more than a login: a password changed since revokes it, and an email that
     moved to another account cannot hand out that account's token."""
-    with get_db().read() as conn:
+    with get_db().read(primary=True) as conn:
         row = repo.user_by_email(conn, email)
     if row is None or not passwords().verify(row.password_hash, password):
         raise Invalid(idempotency.messages.ACCOUNT_CHANGED)
@@ -90,7 +91,8 @@ def _with_fresh_token(replay: idempotency.Reply, email: str, password: str) -> i
 def login(email: str, password: str) -> User:
     """The user with a fresh token; Unauthorized for an unknown email or a wrong password alike."""
     db = get_db()
-    with db.read() as conn:
+    # On the primary: nothing names whose writes a login must see (an account registered a moment ago).
+    with db.read(primary=True) as conn:
         row = repo.user_by_email(conn, email.lower())
     if row is None:
         if "hash" not in _DUMMY_HASH:

@@ -118,3 +118,11 @@ def test_a_longer_generation_ttl_from_the_environment_is_accepted() -> None:
     settings = config.load({"APP_ENV": "testing", "CACHE_GENERATION_TTL": "120"})
     assert settings["CACHE_GENERATION_TTL"] == 120 > settings["CACHE_DEFAULT_TIMEOUT"]
     assert config.load({})["CACHE_GENERATION_TTL"] > config.load({})["CACHE_DEFAULT_TIMEOUT"]
+
+
+def test_replica_urls_are_postgresql_urls_only() -> None:
+    settings = config.load({"DATABASE_REPLICA_URLS": " postgres://r1/conduit , postgresql://r2/conduit,"})
+    assert settings["DATABASE_REPLICA_URLS"] == "postgresql://r1/conduit,postgresql://r2/conduit"
+    assert config.load({})["DATABASE_REPLICA_URLS"] == ""
+    with pytest.raises(config.ConfigError, match="DATABASE_REPLICA_URLS"):
+        config.load({"DATABASE_REPLICA_URLS": "sqlite:///var/replica.db"})
