@@ -1,0 +1,100 @@
+"""The Lua scripts the shared cache runs on Redis: one round trip per read, one per bump.
+
+Kept apart from service.caching.cache so the mechanism reads as Python; the rules they keep are in
+that module's doc (generations never go backwards; with read replicas, a fill never comes from
+data older than the generation it is stored under).
+"""
+
+# Generations on Redis come from Redis's clock in microseconds (one clock for
+# every worker and replica). A missing generation starts at the clock; a bump
+# moves it to the clock, or one up if it is ahead. Scripts run one at a time
+# and each takes longer than a microsecond, so a value is not ahead of the
+# clock once written, and a generation that is lost and started again lands
+# above every value it held (the rule in the module doc). The numbers stay
+# below 2^53, exact in Lua.
+
+# One round trip for a read: resolve the generations, start the missing ones,
+# build the versioned key and GET it server-side. Redis runs scripts
+# atomically; the script touches a key it computes, which is fine on a single
+# Redis (not on Redis Cluster). KEYS are the generations, epoch first; ARGV[1]
+# is the key's base, ARGV[2] the generations' TTL.
+LOOKUP_SCRIPT = """
+local gens = redis.call('MGET', unpack(KEYS))
+local now = nil
+for i = 1, #gens do
+  if not gens[i] then
+    if not now then
+      local t = redis.call('TIME')
+      now = string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2]))
+    end
+    gens[i] = now
+    redis.call('SET', KEYS[i], now, 'EX', ARGV[2])
+  end
+end
+local key = ARGV[1] .. ':' .. table.concat(gens, '.')
+return {key, redis.call('GET', key)}
+"""
+
+# Every generation in KEYS moves to Redis's clock, or one up if it is ahead.
+BUMP_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+for i = 1, #KEYS do
+  local value = now
+  local current = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if current >= value then value = current + 1 end
+  redis.call('SET', KEYS[i], string.format('%d', value), 'EX', ARGV[1])
+end
+return #KEYS
+"""
+
+
+# With read replicas (DATABASE_REPLICA_URLS) each generation `g:<name>` has a floor `f:<name>`:
+# the highest WAL position (LSN) of a commit that bumped it. A miss may fill from a replica
+# only once it replayed the highest floor of the entry's generations (service/storage/replicas.py);
+# else the old row could be stored under the new generation. The same lookup as LOOKUP_SCRIPT
+# (KEYS: the generations, then their floors, in the same order) that also returns that floor,
+# before the value (a nil would end the reply there).
+LOOKUP_FLOOR_SCRIPT = """
+local n = #KEYS / 2
+local gens = redis.call('MGET', unpack(KEYS, 1, n))
+local floors = redis.call('MGET', unpack(KEYS, n + 1, 2 * n))
+local now = nil
+local floor = 0
+for i = 1, n do
+  if not gens[i] then
+    if not now then
+      local t = redis.call('TIME')
+      now = string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2]))
+    end
+    gens[i] = now
+    redis.call('SET', KEYS[i], now, 'EX', ARGV[2])
+  end
+  local f = tonumber(floors[i] or '0')
+  if f > floor then floor = f end
+end
+local key = ARGV[1] .. ':' .. table.concat(gens, '.')
+return {key, string.format('%d', floor), redis.call('GET', key)}
+"""
+
+# BUMP_SCRIPT with floors: KEYS are the generations, then their floors; each floor moves up to
+# ARGV[2] before its generation moves, in one script, so no reader sees the new generation with
+# the old floor.
+BUMP_FLOOR_SCRIPT = """
+local n = #KEYS / 2
+local lsn = tonumber(ARGV[2])
+for i = n + 1, 2 * n do
+  local current = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if lsn > current then current = lsn end
+  redis.call('SET', KEYS[i], string.format('%d', current), 'EX', ARGV[1])
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+for i = 1, n do
+  local value = now
+  local current = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if current >= value then value = current + 1 end
+  redis.call('SET', KEYS[i], string.format('%d', value), 'EX', ARGV[1])
+end
+return n
+"""
