@@ -170,7 +170,8 @@ def plot(results: list[RunResult], settings: Settings, path: Path, title: str) -
                     x, clip * 0.97, f"{r.rps:,.0f} (clipped)", rotation=90, ha="center", va="top", fontsize=7, color="w"
                 )
             else:
-                rps_labels.append(f"{r.rps:,.0f}")
+                ref = None if r.server in BARE else shares(r, results)["share_of_reference"]
+                rps_labels.append(f"{r.rps:,.0f}" + ("" if ref is None else f" ({ref:.0%} of ref)"))
         style = {
             "color": color,
             "hatch": hatch,
@@ -210,7 +211,7 @@ def render(results: list[RunResult], settings: Settings, info: dict[str, Any]) -
     png_path = settings.out / "latest.png"
     title = (
         f"Conduit on {info['nproc']} CPU(s) ({info['cpu_model']}), {settings.workers} gevent workers, "
-        f"{settings.duration}s per run; hatched = NullCache"
+        f"{settings.duration}s per run; hatched = NullCache; ref = the bare app under stock gevent"
     )
     plot(results, settings, png_path, title)
     print()
