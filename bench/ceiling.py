@@ -1,9 +1,10 @@
 """The framework-free ceiling: a bare WSGI app answering a fixed 200-byte JSON.
 
-Served by the benchmark (bench/servers.py) under the service's own gunicorn config
-(`gunicorn -c gunicorn.conf.py bench.ceiling:app`), it measures what gunicorn +
-gevent + the HTTP client can do on this machine with no Flask, no database and
-no cache, so each scenario can be read as a fraction of it.
+Served by the benchmark (bench/run.py) under the service's own gunicorn config twice:
+with gunicorn's stock gevent worker (`gunicorn -c gunicorn.conf.py --worker-class gevent
+bench.ceiling:app`, the fixed "reference") and with the service's worker (the "ceiling").
+Each measures what gunicorn + gevent + the HTTP client can do on this machine with no
+Flask, no database and no cache, so each scenario can be read as a fraction of both.
 """
 
 from __future__ import annotations

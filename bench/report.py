@@ -53,12 +53,33 @@ def machine_info(wrk: str) -> dict[str, Any]:
     }
 
 
+# The bare WSGI app of bench/ceiling.py, measured in every run under two workers: server label -> meaning.
+BARE = {
+    "reference": "bare WSGI, fixed 200-byte JSON, gunicorn's stock gevent worker (-k gevent)",
+    "ceiling": "bare WSGI, fixed 200-byte JSON, the service's worker (service.runtime.worker.GeventWorker)",
+}
+BARE_LABELS = {"reference": "reference (stock gevent)", "ceiling": "ceiling (service worker)"}
+
+
 def _fmt_ratio(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.0%}"
+    return "-" if value is None else f"{value:.0%}"
+
+
+def shares(result: RunResult, results: list[RunResult]) -> dict[str, float | None]:
+    """`result`'s req/s as a share of each bare run's at the same connection count (None if not measured)."""
+    out: dict[str, float | None] = {}
+    for bare in BARE:
+        base = next((r.rps for r in results if r.server == bare and r.connections == result.connections), None)
+        out[f"share_of_{bare}"] = round(result.rps / base, 4) if base else None
+    return out
+
+
+def runs_with_shares(results: list[RunResult]) -> list[dict[str, Any]]:
+    """The runs of latest.json: every measured field, the error counts and the shares of both bare runs."""
+    return [r.as_dict() | shares(r, results) for r in results]
 
 
 def table(results: list[RunResult], settings: Settings) -> str:
-    ceiling = {r.connections: r.rps for r in results if r.server == "ceiling"}
     nullcache = {(r.scenario, r.connections): r for r in results if r.server == "nullcache"}
     header = (
         "scenario",
@@ -67,32 +88,37 @@ def table(results: list[RunResult], settings: Settings) -> str:
         "p50 ms",
         "p90 ms",
         "p99 ms",
-        "non-2xx",
+        "http err",
         "sock err",
-        "vs ceiling",
-        "cache hit",
+        "t/o",
+        "% ref",
+        "% ceil",
+        "cached",
+        "fast",
         "NullCache req/s",
     )
     rows: list[tuple[str, ...]] = []
-    order = ["ceiling", *settings.scenarios]
-    for scenario in order:
+    for scenario in [*BARE, *settings.scenarios]:
         for r in results:
             if r.scenario != scenario or r.server == "nullcache":
                 continue
-            ceil = ceiling.get(r.connections)
+            share = shares(r, results)
             nc = nullcache.get((r.scenario, r.connections))
             rows.append(
                 (
-                    scenario,
+                    BARE_LABELS.get(scenario, scenario),
                     str(r.connections),
                     f"{r.rps:,.0f}",
                     f"{r.p50_ms:.1f}",
                     f"{r.p90_ms:.1f}",
                     f"{r.p99_ms:.1f}",
-                    str(r.non2xx),
-                    str(r.socket_error_total),
-                    "-" if r.server == "ceiling" or not ceil else f"{r.rps / ceil:.1%}",
-                    _fmt_ratio(r.cache_hit_ratio),
+                    str(r.http_errors),
+                    str(r.connection_errors),
+                    str(r.timeouts),
+                    _fmt_ratio(share["share_of_reference"]),
+                    _fmt_ratio(share["share_of_ceiling"]),
+                    _fmt_ratio(r.cached_share),
+                    _fmt_ratio(r.fastpath_share),
                     "-" if nc is None else f"{nc.rps:,.0f}",
                 )
             )
@@ -112,14 +138,15 @@ def plot(results: list[RunResult], settings: Settings, path: Path, title: str) -
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    scenarios = ["ceiling", *settings.scenarios]
+    bare_measured = [b for b in BARE if any(r.server == b for r in results)]
+    scenarios = [*bare_measured, *settings.scenarios]
     series: list[tuple[str, str, int]] = [("cache", "", c) for c in settings.connections]
     series += [("nullcache", "//", c) for c in settings.connections if any(r.server == "nullcache" for r in results)]
-    lookup = {(r.server if r.server != "ceiling" else "cache", r.scenario, r.connections): r for r in results}
+    lookup = {(r.server if r.server not in BARE else "cache", r.scenario, r.connections): r for r in results}
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
 
-    service_rps = [r.rps for r in results if r.server != "ceiling"]
-    ceiling_rps = [r.rps for r in results if r.server == "ceiling"]
+    service_rps = [r.rps for r in results if r.server not in BARE]
+    ceiling_rps = [r.rps for r in results if r.server in BARE]
     # A ceiling far above the service would flatten every other bar: clip it and print its value.
     clip = 1.35 * max(service_rps) if service_rps and ceiling_rps and max(ceiling_rps) > 3 * max(service_rps) else None
 
@@ -143,7 +170,8 @@ def plot(results: list[RunResult], settings: Settings, path: Path, title: str) -
                     x, clip * 0.97, f"{r.rps:,.0f} (clipped)", rotation=90, ha="center", va="top", fontsize=7, color="w"
                 )
             else:
-                rps_labels.append(f"{r.rps:,.0f}")
+                ref = None if r.server in BARE else shares(r, results)["share_of_reference"]
+                rps_labels.append(f"{r.rps:,.0f}" + ("" if ref is None else f" ({ref:.0%} of ref)"))
         style = {
             "color": color,
             "hatch": hatch,
@@ -168,7 +196,7 @@ def plot(results: list[RunResult], settings: Settings, path: Path, title: str) -
     for ax in (ax_rps, ax_p99):
         ax.grid(axis="y", alpha=0.3)
         ax.set_axisbelow(True)
-    ax_p99.set_xticks(range(len(scenarios)), scenarios, rotation=30, ha="right")
+    ax_p99.set_xticks(range(len(scenarios)), [BARE_LABELS.get(s, s) for s in scenarios], rotation=30, ha="right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -183,24 +211,18 @@ def render(results: list[RunResult], settings: Settings, info: dict[str, Any]) -
     png_path = settings.out / "latest.png"
     title = (
         f"Conduit on {info['nproc']} CPU(s) ({info['cpu_model']}), {settings.workers} gevent workers, "
-        f"{settings.duration}s per run; hatched = NullCache"
+        f"{settings.duration}s per run; hatched = NullCache; ref = the bare app under stock gevent"
     )
     plot(results, settings, png_path, title)
     print()
     print(table(results, settings))
     print()
     for r in results:
-        if r.non2xx or r.socket_error_total:
+        if r.errors:
             print(
-                f"FAILURES {r.server}/{r.scenario} c={r.connections}: non-2xx {r.non2xx} {r.statuses}, "
+                f"FAILURES {r.server}/{r.scenario} c={r.connections}: statuses {r.statuses}, "
                 f"socket errors {r.socket_errors}"
             )
-    noise = sum(r.cache_hits + r.cache_misses for r in results if r.server == "ceiling")
-    if noise:
-        print(
-            f"NOTE: Redis served {noise} key reads during the ceiling runs, which never touch it: another client"
-            " is using that Redis server, so the cache hit ratios include its traffic"
-        )
     print(f"wrote {show(png_path)}")
 
 
@@ -211,6 +233,8 @@ def replot(settings: Settings) -> int:
     except (OSError, ValueError) as exc:
         raise BenchError(f"cannot read {path}: {exc}") from exc
     fields = set(RunResult.__dataclass_fields__)
+    if not any("cached_share" in run for run in report["runs"]):
+        fields -= {"cache_hits"}  # an older latest.json: its cache_hits were Redis keyspace hits
     results = [RunResult(**{k: v for k, v in run.items() if k in fields}) for run in report["runs"]]
     saved = report["settings"]
     settings = replace(

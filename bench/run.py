@@ -8,8 +8,12 @@ What one run does, in order:
      conduit:bench:<pid>: and only those are deleted, at start and at the end
      (SCAN + DEL; nothing is flushed, other keys in that database stay);
   3. serves bench/ceiling.py (a bare WSGI app answering a fixed 200-byte JSON)
-     under the service's own gunicorn.conf.py and measures it at each
-     connection count: the framework-free ceiling of this machine;
+     twice under the service's own gunicorn.conf.py and measures it at each
+     connection count: once with gunicorn's stock `-k gevent` worker (the
+     "reference": fixed, so a faster service worker shows as a gain) and once
+     with the service's worker, service.runtime.worker.GeventWorker (the
+     "ceiling": the same stack with no Flask, no database and no cache, and
+     the reference for the tail latencies);
   4. applies the migrations (`flask --app service db upgrade`), starts the
      service (APP_ENV=production, a generated SECRET_KEY, PostgreSQL + Redis,
      access log off) on a free port and seeds it through the public API with a
@@ -36,17 +40,18 @@ Scenarios (wrk Lua scripts in bench/wrk/):
   mix               90% reads spread over the read scenarios, 10% writes
                     (5% comments, 2.5% favorite, 2.5% unfavorite)
 
-Columns of the table: req/s; latency percentiles in ms (wrk's own histogram,
-coordinated omission not corrected); non-2xx responses; socket errors (connect,
-read, write, timeout; they count as failures like non-2xx); the ratio to the
-ceiling's req/s at the same connection count; the cache hit ratio, from the
-delta of Redis INFO keyspace_hits / keyspace_misses around the run ("n/a" when
-nothing touched Redis); and req/s with the cache disabled (NullCache) where
-measured. The Redis counters are server-wide (keep other Redis clients quiet)
-and count every key read, the cache layer's bookkeeping keys included, so read
-the hit ratio as a trend, not as the share of responses served from cache.
-The ceiling never touches Redis: a ratio in its row means another client used
-that Redis server during the run (the ratios of that run are then polluted).
+Columns of the table, per scenario and connection count: req/s; latency
+percentiles in ms (wrk --latency, wrk's own histogram, coordinated omission
+not corrected); errors: http (answers that are not 2xx/3xx), sock (connect,
+read and write errors) and t/o (timeouts, after --timeout seconds); % ref and
+% ceil, the scenario's req/s as a share of the reference's and of the
+ceiling's at the same connection count; cached and fast, the service's own
+conduit_cache_hits_total and conduit_cache_fastpath_total (scraped from
+/metrics before and after the run) per request wrk made: about the share of
+responses served from the cache, and of those answered ahead of the framework
+(a fast-path answer also counts as a hit; a request that reads two cached
+entries counts two, so cached can pass 100%); "-" for the bare app, which has
+no /metrics; and req/s with the cache disabled (NullCache) where measured.
 Every status and socket error of a run is in latest.json; the gunicorn logs
 (bench/results/gunicorn-*.log) say why a request failed.
 
@@ -81,7 +86,7 @@ from bench.common import (
     log,
 )
 from bench.dataset import SEED, seed, write_data_files
-from bench.report import machine_info, render, replot, show
+from bench.report import BARE, machine_info, render, replot, runs_with_shares, show
 from bench.scenarios import Runner, ensure_wrk
 from bench.servers import Server, migrate, service_env
 from bench.stores import RedisStats, bench_database, key_prefix, own_keys, postgres_version
@@ -106,8 +111,8 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         epilog=(
             "Every option defaults to its environment variable, so `make bench` can be tuned with\n"
             "e.g. `BENCH_DURATION=3 BENCH_CONNECTIONS=64 BENCH_SCENARIOS=anon_list,tags make bench`.\n"
-            "A full default run (9 scenarios + ceiling + 4 NullCache scenarios, 2 connection counts,\n"
-            "15 s each) takes about 8-9 minutes."
+            "A full default run (9 scenarios + reference + ceiling + 4 NullCache scenarios, 2 connection\n"
+            "counts, 15 s each) takes about 9 minutes."
         ),
     )
     parser.add_argument(
@@ -248,14 +253,15 @@ def run(settings: Settings) -> int:
         db_url = stack.enter_context(bench_database(settings.admin_url))
         data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="conduit-bench-")))
         prefix = stack.enter_context(own_keys(redis_stats, key_prefix()))
+        bare = [("reference", ["--worker-class", "gevent"]), ("ceiling", [])]
 
         base_env = service_env(db_url, settings.redis_url, settings.workers) | {"CACHE_KEY_PREFIX": prefix}
-        runner = Runner(settings, wrk, redis_stats, data_dir)
+        runner = Runner(settings, wrk, data_dir)
         n_conns = len(settings.connections)
         list_scenarios = [s for s in settings.scenarios if s in LIST_SCENARIOS] if settings.nullcache else []
-        runner.total_runs = n_conns * (1 + len(settings.scenarios) + len(list_scenarios))
+        runner.total_runs = n_conns * (len(bare) + len(settings.scenarios) + len(list_scenarios))
         estimate = runner.total_runs * settings.duration + settings.warmup * (
-            1 + len(settings.scenarios) + len(list_scenarios)
+            len(bare) + len(settings.scenarios) + len(list_scenarios)
         )
         log(
             f"{runner.total_runs} runs of {settings.duration}s at connections {settings.connections}, "
@@ -263,8 +269,9 @@ def run(settings: Settings) -> int:
             f"about {estimate / 60:.1f} min of load plus set-up"
         )
 
-        with Server("ceiling", base_env, settings.out, app_uri="bench.ceiling:app") as ceiling:
-            runner.scenario(ceiling, "ceiling", "ceiling")
+        for label, args in bare:
+            with Server(label, base_env, settings.out, app_uri="bench.ceiling:app", args=args) as server:
+                runner.scenario(server, label, label, script="ceiling")
 
         migrate(base_env)
         pg_version = postgres_version(db_url)
@@ -300,8 +307,8 @@ def run(settings: Settings) -> int:
             "redis_url": settings.redis_url,
         },
         "dataset": {"seed": SEED, **dataset.counts, "seeding_s": round(dataset.seconds, 1)},
-        "scenarios": {name: SCENARIOS.get(name, "bare WSGI, fixed 200-byte JSON") for name in ["ceiling", *SCENARIOS]},
-        "runs": [r.as_dict() for r in results],
+        "scenarios": {**BARE, **SCENARIOS},
+        "runs": runs_with_shares(results),
     }
     json_path = settings.out / "latest.json"
     json_path.write_text(json.dumps(report, indent=2) + "\n")

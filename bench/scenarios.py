@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench.common import WRK_DIR, BenchError, Settings, log
 from bench.servers import Server
-from bench.stores import RedisStats
 
 
 def _run_loud(cmd: list[str]) -> bool:
@@ -45,9 +46,90 @@ def ensure_wrk() -> str:
     return found
 
 
+# What wrk prints (src/wrk.c) when a script has no done() of its own; with `--latency` also the
+# distribution at 50/75/90/99%. Our scripts add one BENCH_RESULT line with exact status counts.
+_SUMMARY = re.compile(r"^\s*(\d+) requests in ([\d.]+)(us|ms|s|m|h),", re.M)
+_PERCENTILE = re.compile(r"^\s*(50|75|90|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s|m|h)\s*$", re.M)
+_STATS = re.compile(r"^\s*Latency\s+([\d.]+)(us|ms|s|m|h)\s+\S+\s+([\d.]+)(us|ms|s|m|h)", re.M)
+_SOCKET = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
+_NON_2XX_3XX = re.compile(r"Non-2xx or 3xx responses: (\d+)")
+_US = {"us": 1.0, "ms": 1e3, "s": 1e6, "m": 60e6, "h": 3600e6}
+
+
+def parse_wrk(stdout: str) -> dict[str, Any]:
+    """wrk's output as {requests, duration_us, latency_us{p50,p90,p99,mean,max}, statuses, socket_errors}.
+
+    The BENCH_RESULT line of bench/wrk/common.lua when there is one (exact percentiles, every
+    status); otherwise wrk's own text, run with `--latency`: its statuses are then only "2xx/3xx"
+    and "4xx/5xx" (wrk counts a status of 400 or more as an error, it keeps no other breakdown).
+    """
+    for line in stdout.splitlines():
+        if line.startswith("BENCH_RESULT "):
+            return dict(json.loads(line.removeprefix("BENCH_RESULT ")))
+    summary = _SUMMARY.search(stdout)
+    percentiles = {p: float(v) * _US[unit] for p, v, unit in _PERCENTILE.findall(stdout)}
+    if summary is None or not {"50", "90", "99"} <= percentiles.keys():
+        raise BenchError(f"not a wrk --latency output:\n{stdout[-2000:]}")
+    requests = int(summary.group(1))
+    stats = _STATS.search(stdout)
+    socket = _SOCKET.search(stdout)
+    failed = _NON_2XX_3XX.search(stdout)
+    bad = int(failed.group(1)) if failed else 0
+    return {
+        "requests": requests,
+        "duration_us": round(float(summary.group(2)) * _US[summary.group(3)]),
+        "latency_us": {
+            "p50": percentiles["50"],
+            "p90": percentiles["90"],
+            "p99": percentiles["99"],
+            "mean": float(stats.group(1)) * _US[stats.group(2)] if stats else 0.0,
+            "max": float(stats.group(3)) * _US[stats.group(4)] if stats else 0.0,
+        },
+        "non2xx": bad,
+        "statuses": {k: v for k, v in (("2xx/3xx", requests - bad), ("4xx/5xx", bad)) if v},
+        "socket_errors": dict(
+            zip(("connect", "read", "write", "timeout"), map(int, socket.groups() if socket else "0000"), strict=True)
+        ),
+    }
+
+
+def counter_total(exposition: str, name: str) -> float | None:
+    """The sum of every sample of counter `name` in a Prometheus text exposition; None when absent."""
+    total, seen = 0.0, False
+    for line in exposition.splitlines():
+        if line.startswith(name) and line[len(name) : len(name) + 1] in (" ", "{"):
+            total += float(line.rsplit(None, 1)[-1])
+            seen = True
+    return total if seen else None
+
+
+def scrape_cache_counters(base_url: str) -> tuple[float, float] | None:
+    """(conduit_cache_hits_total, conduit_cache_fastpath_total) from the server's /metrics, or None.
+
+    None for a server without them (the bare WSGI app answers its fixed JSON to any path).
+    """
+    try:
+        with urllib.request.urlopen(base_url + "/metrics", timeout=10) as reply:  # noqa: S310 - our loopback server
+            text = reply.read().decode("utf-8", "replace")
+    except (OSError, ValueError):
+        return None
+    hits = counter_total(text, "conduit_cache_hits_total")
+    fastpath = counter_total(text, "conduit_cache_fastpath_total")
+    if hits is None:
+        return None
+    return hits, fastpath or 0.0
+
+
+def _is_http_error(status: str) -> bool:
+    """Not a 2xx or 3xx answer ("4xx/5xx" is wrk's own lump count, see parse_wrk)."""
+    if status == "2xx/3xx":
+        return False
+    return status == "4xx/5xx" or not 200 <= int(status) < 400
+
+
 @dataclass
 class RunResult:
-    server: str  # "ceiling", "cache" or "nullcache"
+    server: str  # "reference", "ceiling", "cache" or "nullcache"
     scenario: str
     connections: int
     requests: int
@@ -61,24 +143,73 @@ class RunResult:
     non2xx: int
     statuses: dict[str, int]
     socket_errors: dict[str, int]
-    cache_hits: int
-    cache_misses: int
+    # Deltas of the service's own conduit_cache_hits_total / conduit_cache_fastpath_total over
+    # the run (fast-path answers are also counted in hits); None when the server has no /metrics.
+    cache_hits: int | None = None
+    cache_fastpath: int | None = None
 
     @property
     def socket_error_total(self) -> int:
         return sum(self.socket_errors.values())
 
     @property
-    def cache_hit_ratio(self) -> float | None:
-        total = self.cache_hits + self.cache_misses
-        return self.cache_hits / total if total else None
+    def http_errors(self) -> int:
+        return sum(n for status, n in self.statuses.items() if _is_http_error(status))
+
+    @property
+    def timeouts(self) -> int:
+        return self.socket_errors.get("timeout", 0)
+
+    @property
+    def connection_errors(self) -> int:
+        """connect, read and write errors: the socket errors that are not timeouts."""
+        return self.socket_error_total - self.timeouts
+
+    @property
+    def errors(self) -> int:
+        return self.http_errors + self.socket_error_total
+
+    @property
+    def cached_share(self) -> float | None:
+        """Cache hits per request wrk made (about the share of responses served from cache)."""
+        return self.cache_hits / self.requests if self.cache_hits is not None and self.requests else None
+
+    @property
+    def fastpath_share(self) -> float | None:
+        return self.cache_fastpath / self.requests if self.cache_fastpath is not None and self.requests else None
 
     def as_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
+        data["http_errors"] = self.http_errors
         data["socket_errors_total"] = self.socket_error_total
-        data["failures"] = self.non2xx + self.socket_error_total
-        data["cache_hit_ratio"] = self.cache_hit_ratio
+        data["timeouts"] = self.timeouts
+        data["errors"] = self.errors
+        data["failures"] = self.errors
+        data["cached_share"] = self.cached_share
+        data["fastpath_share"] = self.fastpath_share
         return data
+
+
+def result_of(raw: dict[str, Any], server: str, scenario: str, connections: int) -> RunResult:
+    """One run's RunResult from parse_wrk's dict."""
+    latency = raw["latency_us"]
+    duration_s = raw["duration_us"] / 1e6
+    return RunResult(
+        server=server,
+        scenario=scenario,
+        connections=connections,
+        requests=int(raw["requests"]),
+        duration_s=round(duration_s, 3),
+        rps=round(raw["requests"] / duration_s, 1) if duration_s else 0.0,
+        p50_ms=latency["p50"] / 1000,
+        p90_ms=latency["p90"] / 1000,
+        p99_ms=latency["p99"] / 1000,
+        mean_ms=round(latency["mean"] / 1000, 3),
+        max_ms=latency["max"] / 1000,
+        non2xx=int(raw["non2xx"]),
+        statuses={str(k): int(v) for k, v in sorted(raw["statuses"].items())},
+        socket_errors={k: int(v) for k, v in raw["socket_errors"].items()},
+    )
 
 
 def run_wrk(
@@ -91,6 +222,7 @@ def run_wrk(
         f"--connections={connections}",
         f"--duration={duration}s",
         f"--timeout={settings.timeout}s",
+        "--latency",
         f"--script={WRK_DIR / (script + '.lua')}",
         base_url + "/",
     ]
@@ -98,19 +230,18 @@ def run_wrk(
     proc = subprocess.run(  # noqa: S603 - fixed argv, no shell
         cmd, env=env, capture_output=True, text=True, check=False, timeout=duration + settings.timeout + 60
     )
-    for line in proc.stdout.splitlines():
-        if line.startswith("BENCH_RESULT "):
-            return dict(json.loads(line.removeprefix("BENCH_RESULT ")))
-    raise BenchError(
-        f"wrk gave no result for {script} (exit {proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
-    )
+    try:
+        return parse_wrk(proc.stdout)
+    except BenchError:
+        raise BenchError(
+            f"wrk gave no result for {script} (exit {proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+        ) from None
 
 
 class Runner:
-    def __init__(self, settings: Settings, wrk: str, redis_stats: RedisStats, data_dir: Path) -> None:
+    def __init__(self, settings: Settings, wrk: str, data_dir: Path) -> None:
         self.settings = settings
         self.wrk = wrk
-        self.redis = redis_stats
         self.data_dir = data_dir
         self.results: list[RunResult] = []
         self.total_runs = 0
@@ -124,33 +255,17 @@ class Runner:
         for connections in s.connections:
             self.done_runs += 1
             log(f"[{self.done_runs}/{self.total_runs}] {kind:9} {scenario:16} c={connections:<4} {s.duration}s ...")
-            hits0, misses0 = self.redis.counters()
+            before = scrape_cache_counters(server.base_url)
             raw = run_wrk(self.wrk, s, server.base_url, script, connections, s.duration, self.data_dir)
-            hits1, misses1 = self.redis.counters()
-            latency = raw["latency_us"]
-            duration_s = raw["duration_us"] / 1e6
-            result = RunResult(
-                server=kind,
-                scenario=scenario,
-                connections=connections,
-                requests=int(raw["requests"]),
-                duration_s=round(duration_s, 3),
-                rps=round(raw["requests"] / duration_s, 1) if duration_s else 0.0,
-                p50_ms=latency["p50"] / 1000,
-                p90_ms=latency["p90"] / 1000,
-                p99_ms=latency["p99"] / 1000,
-                mean_ms=round(latency["mean"] / 1000, 3),
-                max_ms=latency["max"] / 1000,
-                non2xx=int(raw["non2xx"]),
-                statuses={str(k): int(v) for k, v in sorted(raw["statuses"].items())},
-                socket_errors={k: int(v) for k, v in raw["socket_errors"].items()},
-                cache_hits=hits1 - hits0,
-                cache_misses=misses1 - misses0,
-            )
+            after = scrape_cache_counters(server.base_url)
+            result = result_of(raw, kind, scenario, connections)
+            if before is not None and after is not None:
+                result.cache_hits = round(after[0] - before[0])
+                result.cache_fastpath = round(after[1] - before[1])
             self.results.append(result)
-            ratio = result.cache_hit_ratio
+            cached = result.cached_share
             log(
-                f"    {result.rps:9.1f} req/s  p99 {result.p99_ms:7.1f} ms  non-2xx {result.non2xx}"
-                f"  socket errors {result.socket_error_total}"
-                f"  cache {'n/a' if ratio is None else f'{ratio:.0%}'}"
+                f"    {result.rps:9.1f} req/s  p99 {result.p99_ms:7.1f} ms  errors {result.errors}"
+                f" (http {result.http_errors}, socket {result.connection_errors}, timeouts {result.timeouts})"
+                f"  cached {'n/a' if cached is None else f'{cached:.0%}'}"
             )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 from bench.common import BIN, ROOT, BenchError, log
@@ -17,10 +18,18 @@ from ops.launcher import free_port
 
 
 class Server:
-    """gunicorn -c gunicorn.conf.py [app] on a free loopback port, its log in the results directory."""
+    """gunicorn -c gunicorn.conf.py [args] [app] on a free loopback port, its log in the results directory."""
 
-    def __init__(self, label: str, env: dict[str, str], log_dir: Path, app_uri: str | None = None) -> None:
+    def __init__(
+        self,
+        label: str,
+        env: dict[str, str],
+        log_dir: Path,
+        app_uri: str | None = None,
+        args: Sequence[str] = (),
+    ) -> None:
         self.label = label
+        self.args = tuple(args)
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.env = env
@@ -29,10 +38,10 @@ class Server:
         self.gunicorn: launcher.Gunicorn | None = None
 
     def start(self) -> None:
-        config = " ".join(["gunicorn.conf.py", *([self.app_uri] if self.app_uri else [])])
+        config = " ".join(["gunicorn.conf.py", *self.args, *([self.app_uri] if self.app_uri else [])])
         log(f"starting {self.label} server on {self.base_url} ({config}; log {self.log_path})")
         self.gunicorn = launcher.start(
-            self.env, self.port, self.log_path, app=self.app_uri, label=f"{self.label} server"
+            self.env, self.port, self.log_path, app=self.app_uri, args=self.args, label=f"{self.label} server"
         )
         try:
             self.gunicorn.wait_healthy(60)

@@ -80,7 +80,7 @@ def measure(opts: dict[str, Any], trials: list[Trial]) -> dict[str, Any]:
         with Server("tune-seed", base_env, out) as server:
             dataset = seed(server.base_url, opts["dataset_scale"])
         write_data_files(dataset, data_dir)
-        runner = Runner(settings, wrk, redis_stats, data_dir)
+        runner = Runner(settings, wrk, data_dir)
         runner.total_runs = sum(t.pool is not None for t in trials)
         for trial in (t for t in trials if t.pool is not None):
             label = f"tune-w{trial.workers}-c{trial.worker_connections}"
