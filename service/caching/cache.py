@@ -43,6 +43,7 @@ than the time since its last bump.
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -54,6 +55,7 @@ from flask import Flask, current_app
 from flask_caching import Cache as FlaskCache
 from gevent.event import AsyncResult
 
+from service.api.errors import Overloaded
 from service.caching.keys import EPOCH, Key
 from service.caching.keys import key_family as key_family  # declared here for the domains: cache.key_family
 from service.runtime import metrics
@@ -63,6 +65,8 @@ log = logging.getLogger(__name__)
 
 # Seconds between background retries of pending bumps while Redis is unreachable.
 FLUSH_RETRY_SECONDS = 0.1
+# Seconds between a waiting miss's looks at an entry another worker is filling.
+FILL_POLL_SECONDS = 0.01
 
 
 class BytesSerializer(BaseSerializer):
@@ -113,6 +117,25 @@ local key = ARGV[1] .. ':' .. table.concat(gens, '.')
 return {key, redis.call('GET', key)}
 """
 
+# A miss across workers and replicas (`SharedCache._load_once`): KEYS[1] is the
+# versioned entry, KEYS[2] its fill lock. Returns {1, value} when the entry is
+# there, {2} when this caller took the lock (ARGV[1] its token, ARGV[2] its
+# life in ms), {0} while another holds it.
+CLAIM_SCRIPT = """
+local value = redis.call('GET', KEYS[1])
+if value then return {1, value} end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2} end
+return {0}
+"""
+
+# Store the entry (ARGV[2], TTL ARGV[3]) when ARGV[2] is given, and free the
+# fill lock if it is still this caller's (token ARGV[1]): one round trip.
+FILL_SCRIPT = """
+if ARGV[2] then redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) end
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+return 1
+"""
+
 # Every generation in KEYS moves to Redis's clock, or one up if it is ahead.
 BUMP_SCRIPT = """
 local t = redis.call('TIME')
@@ -141,6 +164,7 @@ class SharedCache:
         self.ttl = int(cfg["CACHE_DEFAULT_TIMEOUT"])
         self.gen_ttl = int(cfg["CACHE_GENERATION_TTL"])
         self.breaker_seconds = float(cfg["CACHE_BREAKER_SECONDS"])
+        self.fill_wait = float(cfg["CACHE_FILL_WAIT"])
         self.enabled = cfg["CACHE_TYPE"] != "NullCache"
         config: dict[str, Any] = {
             "CACHE_TYPE": cfg["CACHE_TYPE"],
@@ -159,6 +183,8 @@ class SharedCache:
         self._flask_cache = FlaskCache(app, config=config)
         client = getattr(self.backend, "_write_client", None)
         self._lookup = client.register_script(LOOKUP_SCRIPT) if client is not None else None
+        self._claim = client.register_script(CLAIM_SCRIPT) if client is not None else None
+        self._fill = client.register_script(FILL_SCRIPT) if client is not None else None
         # Invalidations get their own small pool with a longer wait, so a burst
         # of readers holding every connection cannot make a write skip its bump.
         self._bumper = _redis_client(cfg, 8, 2.0) if client is not None else None
@@ -176,7 +202,9 @@ class SharedCache:
         self._failures = 0  # Redis failures seen so far (a flush compares before and after)
         self._retrier: gevent.Greenlet[[], None] | None = None
         # Failure and hit counters of this process (exported by the metrics layer).
-        self.stats = {"hits": 0, "misses": 0, "errors": 0, "bump_failures": 0, "pool_busy": 0, "fastpath": 0}
+        self.stats = dict.fromkeys(
+            ("hits", "misses", "errors", "bump_failures", "pool_busy", "fastpath", "fill_waits"), 0
+        )
 
     @property
     def backend(self) -> Any:
@@ -190,12 +218,16 @@ class SharedCache:
         self.stats[event] += 1
         metrics.count_cache(event)
 
-    def _failed(self, action: str, exc: Exception) -> None:
+    def _failed(self, action: str, exc: Exception) -> bool:
+        """Count a failed Redis call; True when it only found the pool busy (then nothing else happens).
+
+        A busy pool is local congestion, not a Redis failure: the breaker stays
+        closed, and a read sheds itself (`_shed`) rather than going to the
+        database, which would turn overload into more load.
+        """
         if isinstance(exc, redis.ConnectionError) and "No connection available" in str(exc):
-            # Local congestion, not a Redis failure: this request skips the
-            # cache, the breaker stays closed.
             self._count("pool_busy")
-            return
+            return True
         self._count("errors")
         self._open_until = time.monotonic() + self.breaker_seconds
         log.warning("cache %s failed (%s); bypassing the cache for %.1fs", action, exc, self.breaker_seconds)
@@ -204,6 +236,12 @@ class SharedCache:
         self._failures += 1
         self._pending.add(EPOCH)
         self._retry_in_background()
+        return False
+
+    def _shed(self, action: str, exc: Exception) -> None:
+        """`_failed` for a read: raises Overloaded (503 + Retry-After) when the pool was busy."""
+        if self._failed(action, exc):
+            raise Overloaded() from None
 
     def _next_generation(self) -> int:
         """The next in-process generation value: microseconds, strictly increasing in this process.
@@ -239,7 +277,10 @@ class SharedCache:
         return [int(g) for g in reply[0].decode().rsplit(":", 1)[1].split(".")]
 
     def _find(self, base: str, names: list[str], count_misses: bool = True) -> tuple[str, bytes | None] | None:
-        """(versioned key, its value or None); None when the cache is unavailable."""
+        """(versioned key, its value or None); None when the cache is unavailable.
+
+        Raises Overloaded when every Redis connection stayed busy for CACHE_POOL_WAIT.
+        """
         if not self.available() or (self._pending and not self._flush()):
             return None
         names = [EPOCH, *names]
@@ -253,7 +294,7 @@ class SharedCache:
         try:
             reply = self._lookup(keys=[prefix + "g:" + n for n in names], args=[prefix + base, self.gen_ttl])
         except Exception as exc:
-            self._failed("read", exc)
+            self._shed("read", exc)
             return None
         value = self.backend.serializer.loads(reply[1]) if len(reply) > 1 else None
         if value is not None or count_misses:
@@ -264,6 +305,7 @@ class SharedCache:
         """(versioned key, cached bytes) on a hit, in the same one round trip as `fetch`; None otherwise.
 
         For a caller that falls back to `fetch` on None: a miss is not counted here, `fetch` counts it.
+        Raises Overloaded when the pool stayed busy (the caller answers 503 rather than `fetch`).
         """
         base, names = key_and_gens
         found = self._find(base, names, count_misses=False)
@@ -281,7 +323,7 @@ class SharedCache:
         try:
             value: bytes | None = self.backend.get(key)
         except Exception as exc:
-            self._failed("read", exc)
+            self._shed("read", exc)
             return None
         if value is not None or count_misses:
             self._count("hits" if value is not None else "misses")
@@ -362,7 +404,9 @@ class SharedCache:
     def fetch(self, key_and_gens: Key, load: Callable[[], bytes]) -> bytes:
         """The cached bytes for the key, or `load()`'s result stored under the current generations.
 
-        Concurrent misses for one key in this worker share a single `load()`.
+        Concurrent misses for one key in this worker share a single `load()`, and
+        with Redis so do those of every worker and replica (`_load_once`). Raises
+        Overloaded, before any `load()`, when the Redis pool stayed busy.
         """
         base, names = key_and_gens
         found = self._find(base, names)
@@ -377,15 +421,72 @@ class SharedCache:
             return result
         pending = self._inflight[key] = AsyncResult()
         try:
-            value = load()
+            value = self._load_once(key, load)
         except BaseException as exc:
             pending.set_exception(exc)
             raise
         finally:
             self._inflight.pop(key, None)
         pending.set(value)
-        self.put(key, value)
         return value
+
+    def _load_once(self, key: str, load: Callable[[], bytes]) -> bytes:
+        """`load()`'s result for versioned `key`, stored; at most one load at a time across workers.
+
+        A short Redis lock per versioned key (SET NX PX with a token) elects the
+        worker that loads; the others poll the same versioned key, so they only
+        ever take a value stored under the generations they read. A winner that
+        fails frees its lock and the next poll takes it over; one that died
+        holds it at most CACHE_FILL_WAIT, after which the waiters load
+        themselves. Redis errors fail open (load, as without a cache).
+        """
+        if self._claim is None or self._fill is None:  # in-process: this worker's single flight is enough
+            value = load()
+            self.put(key, value)
+            return value
+        prefix = self.backend._get_prefix()
+        keys = [prefix + key, prefix + "fill:" + key]
+        token = secrets.token_hex(8)
+        deadline = time.monotonic() + self.fill_wait
+        waited = False
+        while True:
+            try:
+                reply = self._claim(keys=keys, args=[token, max(int(self.fill_wait * 1000), 1)])
+            except Exception as exc:
+                self._shed("read", exc)
+                return load()  # Redis failed: fail open, the breaker is open now
+            if reply[0] == 1:  # filled by another worker (the miss was counted already)
+                filled: bytes = self.backend.serializer.loads(reply[1])
+                return filled
+            if reply[0] == 2:
+                break
+            if not waited:
+                waited = True
+                self._count("fill_waits")
+            if time.monotonic() >= deadline:
+                return self._load_and_fill(keys, None, load)  # the winner is slow or dead
+            gevent.sleep(FILL_POLL_SECONDS)
+        return self._load_and_fill(keys, token, load)
+
+    def _load_and_fill(self, keys: list[str], token: str | None, load: Callable[[], bytes]) -> bytes:
+        """Load, store under keys[0] and free the fill lock keys[1] if `token` holds it (also when load fails)."""
+        try:
+            value = load()
+        except BaseException:
+            if token is not None:
+                self._fill_script(keys, [token])
+            raise
+        self._fill_script(keys, [token or "", self.backend.serializer.dumps(value), self.ttl])
+        return value
+
+    def _fill_script(self, keys: list[str], args: list[Any]) -> None:
+        if not self.available():
+            return
+        try:
+            assert self._fill is not None
+            self._fill(keys=keys, args=args)
+        except Exception as exc:
+            self._failed("write", exc)  # a busy pool: the value is in hand, the lock expires by itself
 
 
 def init_app(app: Flask) -> SharedCache:
