@@ -94,10 +94,14 @@ class BaseConfig:
     CACHE_GENERATION_TTL = 7 * 24 * 3600
     # Seconds one Redis call may take before it counts as failed (0.02-1).
     CACHE_SOCKET_TIMEOUT = 0.1
-    # Redis connections per worker process (8-512), and seconds a request waits
-    # for a free one before it skips the cache for that read (0.05-2).
+    # Redis connections per worker process (8-512), and seconds a read waits
+    # for a free one before it is shed with a 503 (0.05-2): a busy pool never
+    # sends a read to the database (docs/caching.md, "Load on the cache").
     CACHE_MAX_CONNECTIONS = 64
     CACHE_POOL_WAIT = 0.5
+    # Seconds a miss waits for another worker or replica that is loading the
+    # same entry before it loads it itself; also the life of that fill lock (0.05-5).
+    CACHE_FILL_WAIT = 1.0
     # Seconds a worker bypasses Redis after a failure (1-60): a hung Redis costs
     # one timeout per period per worker, not one per request.
     CACHE_BREAKER_SECONDS = 5.0
@@ -206,6 +210,7 @@ ENV_OVERRIDES: dict[str, Callable[[str], Any]] = {
     "CACHE_BREAKER_SECONDS": float,
     "CACHE_MAX_CONNECTIONS": int,
     "CACHE_POOL_WAIT": float,
+    "CACHE_FILL_WAIT": float,
     "CACHE_KEY_PREFIX": str,
     "LOG_LEVEL": str,
     "METRICS_ALLOW": str,

@@ -30,6 +30,7 @@ class messages:  # noqa: N801 - a namespace of constants
     EMAIL_TAKEN = "email has already been taken"
     CANNOT_FOLLOW_SELF = "you cannot follow yourself"
     UNAVAILABLE = "service temporarily unavailable, retry shortly"
+    OVERLOADED = "the server is busy; retry after the number of seconds in the Retry-After header"
     INTERNAL = "internal server error"
     TOO_LARGE = "request body is too large"
     ACCOUNT_GONE = "the account of this token no longer exists"
@@ -95,6 +96,12 @@ class Unavailable(APIError):
     message = messages.UNAVAILABLE
     # Seconds a client should wait before retrying.
     headers = {"Retry-After": "1"}
+
+
+class Overloaded(Unavailable):
+    """Shed before any work: the worker's shared-cache connections were all busy (service.caching.cache)."""
+
+    message = messages.OVERLOADED
 
 
 def error_response(status: int, errors: list[str], headers: dict[str, str] | None = None) -> Response:

@@ -48,8 +48,10 @@ past the highest of them (LOOKUP_FLOOR_SCRIPT, `_load_above`).
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
 import gevent
@@ -59,9 +61,17 @@ from flask import Flask, current_app, g, has_app_context
 from flask_caching import Cache as FlaskCache
 from gevent.event import AsyncResult
 
+from service.api.errors import Overloaded
 from service.caching.keys import EPOCH, Key
 from service.caching.keys import key_family as key_family  # declared here for the domains: cache.key_family
-from service.caching.scripts import BUMP_FLOOR_SCRIPT, BUMP_SCRIPT, LOOKUP_FLOOR_SCRIPT, LOOKUP_SCRIPT
+from service.caching.scripts import (
+    BUMP_FLOOR_SCRIPT,
+    BUMP_SCRIPT,
+    CLAIM_SCRIPT,
+    FILL_SCRIPT,
+    LOOKUP_FLOOR_SCRIPT,
+    LOOKUP_SCRIPT,
+)
 from service.runtime import metrics
 from service.storage import redis_pool
 
@@ -69,6 +79,8 @@ log = logging.getLogger(__name__)
 
 # Seconds between background retries of pending bumps while Redis is unreachable.
 FLUSH_RETRY_SECONDS = 0.1
+# Seconds between a waiting miss's looks at an entry another worker is filling.
+FILL_POLL_SECONDS = 0.01
 
 
 class BytesSerializer(BaseSerializer):
@@ -103,6 +115,7 @@ class SharedCache:
         self.ttl = int(cfg["CACHE_DEFAULT_TIMEOUT"])
         self.gen_ttl = int(cfg["CACHE_GENERATION_TTL"])
         self.breaker_seconds = float(cfg["CACHE_BREAKER_SECONDS"])
+        self.fill_wait = float(cfg["CACHE_FILL_WAIT"])
         self.enabled = cfg["CACHE_TYPE"] != "NullCache"
         config: dict[str, Any] = {
             "CACHE_TYPE": cfg["CACHE_TYPE"],
@@ -125,6 +138,8 @@ class SharedCache:
         client = getattr(self.backend, "_write_client", None)
         lookup, bump = (LOOKUP_FLOOR_SCRIPT, BUMP_FLOOR_SCRIPT) if self.floors else (LOOKUP_SCRIPT, BUMP_SCRIPT)
         self._lookup = client.register_script(lookup) if client is not None else None
+        self._claim = client.register_script(CLAIM_SCRIPT) if client is not None else None
+        self._fill = client.register_script(FILL_SCRIPT) if client is not None else None
         # Invalidations get their own small pool with a longer wait, so a burst
         # of readers holding every connection cannot make a write skip its bump.
         self._bumper = _redis_client(cfg, 8, 2.0) if client is not None else None
@@ -142,7 +157,9 @@ class SharedCache:
         self._failures = 0  # Redis failures seen so far (a flush compares before and after)
         self._retrier: gevent.Greenlet[[], None] | None = None
         # Failure and hit counters of this process (exported by the metrics layer).
-        self.stats = {"hits": 0, "misses": 0, "errors": 0, "bump_failures": 0, "pool_busy": 0, "fastpath": 0}
+        self.stats = dict.fromkeys(
+            ("hits", "misses", "errors", "bump_failures", "pool_busy", "fastpath", "fill_waits"), 0
+        )
 
     @property
     def backend(self) -> Any:
@@ -156,12 +173,16 @@ class SharedCache:
         self.stats[event] += 1
         metrics.count_cache(event)
 
-    def _failed(self, action: str, exc: Exception) -> None:
+    def _failed(self, action: str, exc: Exception) -> bool:
+        """Count a failed Redis call; True when it only found the pool busy (then nothing else happens).
+
+        A busy pool is local congestion, not a Redis failure: the breaker stays
+        closed, and a read sheds itself (`_shed`) rather than going to the
+        database, which would turn overload into more load.
+        """
         if isinstance(exc, redis.ConnectionError) and "No connection available" in str(exc):
-            # Local congestion, not a Redis failure: this request skips the
-            # cache, the breaker stays closed.
             self._count("pool_busy")
-            return
+            return True
         self._count("errors")
         self._open_until = time.monotonic() + self.breaker_seconds
         log.warning("cache %s failed (%s); bypassing the cache for %.1fs", action, exc, self.breaker_seconds)
@@ -170,6 +191,12 @@ class SharedCache:
         self._failures += 1
         self._pending.add(EPOCH)
         self._retry_in_background()
+        return False
+
+    def _shed(self, action: str, exc: Exception) -> None:
+        """`_failed` for a read: raises Overloaded (503 + Retry-After) when the pool was busy."""
+        if self._failed(action, exc):
+            raise Overloaded() from None
 
     def _next_generation(self) -> int:
         """The next in-process generation value: microseconds, strictly increasing in this process.
@@ -209,7 +236,10 @@ class SharedCache:
         return keys + [prefix + "f:" + n for n in names] if self.floors else keys
 
     def _find(self, base: str, names: list[str], count_misses: bool = True) -> tuple[str, bytes | None, int] | None:
-        """(versioned key, its value or None, LSN floor of its generations); None when the cache is unavailable."""
+        """(versioned key, its value or None, LSN floor of its generations); None when the cache is unavailable.
+
+        Raises Overloaded when every Redis connection stayed busy for CACHE_POOL_WAIT.
+        """
         if not self.available() or (self._pending and not self._flush()):
             return None
         names = [EPOCH, *names]
@@ -225,7 +255,7 @@ class SharedCache:
         try:
             reply = self._lookup(keys=self._lookup_keys(prefix, names), args=[prefix + base, self.gen_ttl])
         except Exception as exc:
-            self._failed("read", exc)
+            self._shed("read", exc)
             return None
         at = 2 if self.floors else 1  # where the value is (absent when nil)
         value = self.backend.serializer.loads(reply[at]) if len(reply) > at else None
@@ -237,6 +267,7 @@ class SharedCache:
         """(versioned key, cached bytes) on a hit, in the same one round trip as `fetch`; None otherwise.
 
         For a caller that falls back to `fetch` on None: a miss is not counted here, `fetch` counts it.
+        Raises Overloaded when the pool stayed busy (the caller answers 503 rather than `fetch`).
         """
         base, names = key_and_gens
         found = self._find(base, names, count_misses=False)
@@ -254,7 +285,7 @@ class SharedCache:
         try:
             value: bytes | None = self.backend.get(key)
         except Exception as exc:
-            self._failed("read", exc)
+            self._shed("read", exc)
             return None
         if value is not None or count_misses:
             self._count("hits" if value is not None else "misses")
@@ -340,7 +371,9 @@ class SharedCache:
     def fetch(self, key_and_gens: Key, load: Callable[[], bytes]) -> bytes:
         """The cached bytes for the key, or `load()`'s result stored under the current generations.
 
-        Concurrent misses for one key in this worker share a single `load()`.
+        Concurrent misses for one key in this worker share a single `load()`, and
+        with Redis so do those of every worker and replica (`_load_once`). Raises
+        Overloaded, before any `load()`, when the Redis pool stayed busy.
         """
         base, names = key_and_gens
         found = self._find(base, names)
@@ -355,14 +388,13 @@ class SharedCache:
             return result
         pending = self._inflight[key] = AsyncResult()
         try:
-            value = self._load_above(floor, load) if floor else load()
+            value = self._load_once(key, partial(self._load_above, floor, load) if floor else load)
         except BaseException as exc:
             pending.set_exception(exc)
             raise
         finally:
             self._inflight.pop(key, None)
         pending.set(value)
-        self.put(key, value)
         return value
 
     @staticmethod
@@ -376,6 +408,64 @@ class SharedCache:
             return load()
         finally:
             g.db_fill_floor = outer
+
+    def _load_once(self, key: str, load: Callable[[], bytes]) -> bytes:
+        """`load()`'s result for versioned `key`, stored; at most one load at a time across workers.
+
+        A short Redis lock per versioned key (SET NX PX with a token) elects the
+        worker that loads; the others poll the same versioned key, so they only
+        ever take a value stored under the generations they read. A winner that
+        fails frees its lock and the next poll takes it over; one that died
+        holds it at most CACHE_FILL_WAIT, after which the waiters load
+        themselves. Redis errors fail open (load, as without a cache).
+        """
+        if self._claim is None or self._fill is None:  # in-process: this worker's single flight is enough
+            value = load()
+            self.put(key, value)
+            return value
+        prefix = self.backend._get_prefix()
+        keys = [prefix + key, prefix + "fill:" + key]
+        token = secrets.token_hex(8)
+        deadline = time.monotonic() + self.fill_wait
+        waited = False
+        while True:
+            try:
+                reply = self._claim(keys=keys, args=[token, max(int(self.fill_wait * 1000), 1)])
+            except Exception as exc:
+                self._shed("read", exc)
+                return load()  # Redis failed: fail open, the breaker is open now
+            if reply[0] == 1:  # filled by another worker (the miss was counted already)
+                filled: bytes = self.backend.serializer.loads(reply[1])
+                return filled
+            if reply[0] == 2:
+                break
+            if not waited:
+                waited = True
+                self._count("fill_waits")
+            if time.monotonic() >= deadline:
+                return self._load_and_fill(keys, None, load)  # the winner is slow or dead
+            gevent.sleep(FILL_POLL_SECONDS)
+        return self._load_and_fill(keys, token, load)
+
+    def _load_and_fill(self, keys: list[str], token: str | None, load: Callable[[], bytes]) -> bytes:
+        """Load, store under keys[0] and free the fill lock keys[1] if `token` holds it (also when load fails)."""
+        try:
+            value = load()
+        except BaseException:
+            if token is not None:
+                self._fill_script(keys, [token])
+            raise
+        self._fill_script(keys, [token or "", self.backend.serializer.dumps(value), self.ttl])
+        return value
+
+    def _fill_script(self, keys: list[str], args: list[Any]) -> None:
+        if not self.available():
+            return
+        try:
+            assert self._fill is not None
+            self._fill(keys=keys, args=args)
+        except Exception as exc:
+            self._failed("write", exc)  # a busy pool: the value is in hand, the lock expires by itself
 
 
 def init_app(app: Flask) -> SharedCache:

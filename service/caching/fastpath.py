@@ -14,6 +14,10 @@ Anything it is not sure about goes to Flask unchanged: a miss (Flask fills the e
 trouble or an open breaker, a token (signed-in reads carry per-viewer flags), an Origin while
 CORS is configured, a query the view would refuse, other methods, conditional headers other than
 If-None-Match, a non-ASCII path or query, a process that is draining.
+
+One answer it gives that is not a hit: when every Redis connection of the worker stayed busy for
+CACHE_POOL_WAIT, the read is shed here with the API's 503 (Retry-After), as Flask's view would shed
+it; passing it on would only wait for the pool a second time.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.http import generate_etag, http_date, parse_etags, quote_etag
 from werkzeug.routing import Rule
 
+from service.api.errors import Overloaded, api_error_response
 from service.api.headers import CSP_API, SECURITY_HEADERS
 from service.caching.cache import SharedCache
 from service.runtime import lifecycle, logs, metrics
@@ -141,7 +146,10 @@ class FastPath:
         if route.query is not None and query is None:
             return None
         key = route.key(values, query)
-        found = self.cache.lookup(key)
+        try:
+            found = self.cache.lookup(key)
+        except Overloaded as err:
+            return self._shed(environ, rule, err, started)
         if found is None:
             return None
         versioned, entry = found
@@ -179,6 +187,28 @@ class FastPath:
         if not_modified:
             return "304 NOT MODIFIED", headers, b""
         return "200 OK", headers, body if method == "GET" else b""
+
+    def _shed(
+        self, environ: dict[str, Any], rule: Rule, err: Overloaded, started: float
+    ) -> tuple[str, list[tuple[str, str]], bytes]:
+        """The 503 Flask would send for `err` (the API's error shape, Retry-After, no-store)."""
+        response = api_error_response(err)
+        body = response.get_data()
+        request_id = logs.request_id_from(environ.get("HTTP_X_REQUEST_ID"))
+        logs.request_id_var.set(request_id)
+        headers = [(name, value) for name, value in response.headers.items()]
+        headers.extend(SECURITY_HEADERS.items())
+        headers.append(("Content-Security-Policy", CSP_API))
+        headers.append(("Date", _date(int(time.time()))))
+        headers.append(("X-Request-Id", request_id))
+        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO") or "/"
+        seconds = time.perf_counter() - started
+        label = logs.route_template(rule.rule)
+        metrics.observe_request(label, method, 503, seconds)
+        if logs.access_log.isEnabledFor(logging.INFO):
+            client = logs.client_address(environ, self.proxies)
+            logs.log_access(method, path, label, 503, seconds, len(body), client)
+        return "503 SERVICE UNAVAILABLE", headers, body if method == "GET" else b""
 
     def _etag(self, versioned: str, body: bytes) -> str:
         """The strong ETag Flask gives `body` (httpcache: hash of the body), computed once per entry."""

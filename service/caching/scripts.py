@@ -98,3 +98,22 @@ for i = 1, n do
 end
 return n
 """
+
+# A miss across workers and replicas (`SharedCache._load_once`): KEYS[1] is the
+# versioned entry, KEYS[2] its fill lock. Returns {1, value} when the entry is
+# there, {2} when this caller took the lock (ARGV[1] its token, ARGV[2] its
+# life in ms), {0} while another holds it.
+CLAIM_SCRIPT = """
+local value = redis.call('GET', KEYS[1])
+if value then return {1, value} end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2} end
+return {0}
+"""
+
+# Store the entry (ARGV[2], TTL ARGV[3]) when ARGV[2] is given, and free the
+# fill lock if it is still this caller's (token ARGV[1]): one round trip.
+FILL_SCRIPT = """
+if ARGV[2] then redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) end
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+return 1
+"""

@@ -62,7 +62,8 @@ CACHE_EVENTS = {
         ("misses", "Shared-cache reads that found nothing (the database answered)."),
         ("errors", "Redis calls that failed or timed out (each opens the breaker for CACHE_BREAKER_SECONDS)."),
         ("bump_failures", "Invalidations (generation bumps) that could not reach Redis and were kept for a retry."),
-        ("pool_busy", "Cache reads skipped because every Redis connection of the worker was busy."),
+        ("pool_busy", "Reads shed with a 503 because every Redis connection of the worker was busy."),
+        ("fill_waits", "Misses that waited for another worker's or replica's load of the same entry."),
         ("fastpath", "Cache hits answered ahead of the framework (anonymous reads; also counted in hits)."),
     )
 }
