@@ -21,14 +21,17 @@ CREATE TABLE tag_counts (
 );
 CREATE INDEX tag_counts_popular_idx ON tag_counts (n DESC, tag);
 
--- Lock order, so that counter updates cannot deadlock: an article's own counters ('all', then
--- 'author:<id>', one statement in sorted order) are taken BEFORE its row is deleted, hence before the
--- cascades take the tag and 'favorited:' counters; so two article deletes, or a delete and a create
--- (which takes 'all' first too), meet on 'all' before anything else and run one after the other.
--- A favorite or unfavorite takes its article's row first, as a delete does, then one counter only
--- (LOCK_ARTICLE in service/articles/repository.py). The price: creates and deletes of articles
--- queue on the 'all' row for the rest of their transaction; should that ever show, split it into
--- slots that a read sums.
+-- When the counters are written: at COMMIT. Every counting trigger is a constraint trigger, DEFERRABLE
+-- INITIALLY DEFERRED, so a counter row is locked only from the moment its transaction commits until
+-- the commit is done, not for the rest of the transaction: every article create touches 'all', and a
+-- create that held it while it went on to write its tags and its Idempotency-Key made every other
+-- create wait (measured: creates cancelled by the 5 s statement timeout behind PgBouncer under load).
+-- Lock order, so that counter updates cannot deadlock: deferred events fire in the order they were
+-- queued, so an article's own counters ('all', then 'author:<id>', one statement in sorted order) come
+-- before the tag and 'favorited:' counters of its tags and of the cascades of its deletion (the
+-- cascades run at the end of the DELETE statement, after the article's own event was queued); two
+-- article writes meet on 'all' first. A favorite or unfavorite takes its article's row first, as a
+-- delete does, then one counter only (LOCK_ARTICLE in service/articles/repository.py).
 --
 -- Statements inside a function body share a line: the migration runner splits a file at every
 -- semicolon that ends a line (service/storage/migrate.py).
@@ -39,10 +42,10 @@ BEGIN
     VALUES ('all', TG_ARGV[0]::BIGINT), ('author:' || COALESCE(NEW.author_id, OLD.author_id), TG_ARGV[0]::BIGINT)
     ON CONFLICT (scope) DO UPDATE SET n = c.n + excluded.n; RETURN COALESCE(NEW, OLD); END
 $$;
-CREATE TRIGGER articles_counted_insert AFTER INSERT ON articles
-    FOR EACH ROW EXECUTE FUNCTION count_article(1);
-CREATE TRIGGER articles_counted_delete BEFORE DELETE ON articles
-    FOR EACH ROW EXECUTE FUNCTION count_article('-1');
+CREATE CONSTRAINT TRIGGER articles_counted_insert AFTER INSERT ON articles
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION count_article(1);
+CREATE CONSTRAINT TRIGGER articles_counted_delete AFTER DELETE ON articles
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION count_article('-1');
 
 CREATE FUNCTION count_favorite() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -50,20 +53,20 @@ BEGIN
     VALUES ('favorited:' || COALESCE(NEW.user_id, OLD.user_id), TG_ARGV[0]::BIGINT)
     ON CONFLICT (scope) DO UPDATE SET n = c.n + excluded.n; RETURN NULL; END
 $$;
-CREATE TRIGGER favorites_counted_insert AFTER INSERT ON favorites
-    FOR EACH ROW EXECUTE FUNCTION count_favorite(1);
-CREATE TRIGGER favorites_counted_delete AFTER DELETE ON favorites
-    FOR EACH ROW EXECUTE FUNCTION count_favorite('-1');
+CREATE CONSTRAINT TRIGGER favorites_counted_insert AFTER INSERT ON favorites
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION count_favorite(1);
+CREATE CONSTRAINT TRIGGER favorites_counted_delete AFTER DELETE ON favorites
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION count_favorite('-1');
 
 CREATE FUNCTION count_article_tag() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO tag_counts AS c (tag, n) VALUES (COALESCE(NEW.tag, OLD.tag), TG_ARGV[0]::BIGINT)
     ON CONFLICT (tag) DO UPDATE SET n = c.n + excluded.n; RETURN NULL; END
 $$;
-CREATE TRIGGER article_tags_counted_insert AFTER INSERT ON article_tags
-    FOR EACH ROW EXECUTE FUNCTION count_article_tag(1);
-CREATE TRIGGER article_tags_counted_delete AFTER DELETE ON article_tags
-    FOR EACH ROW EXECUTE FUNCTION count_article_tag('-1');
+CREATE CONSTRAINT TRIGGER article_tags_counted_insert AFTER INSERT ON article_tags
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION count_article_tag(1);
+CREATE CONSTRAINT TRIGGER article_tags_counted_delete AFTER DELETE ON article_tags
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION count_article_tag('-1');
 
 -- Backfill from the rows already there. CREATE TRIGGER already holds a lock on each table that makes
 -- writes wait until this transaction commits; the explicit SHARE lock says so: no row can be written
