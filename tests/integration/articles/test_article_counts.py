@@ -12,7 +12,7 @@ from sqlalchemy import Connection, text
 
 from service.storage import migrate
 from service.storage.db import get_db
-from tests.conftest import Api, auth, forget_keys
+from tests.conftest import Api, _reset, auth, forget_keys
 
 # What the counters must hold, counted from the rows themselves.
 TRUE_COUNTS = text(
@@ -200,3 +200,25 @@ def _backfill_statements(dialect: str) -> list[str]:
     found = [line for line in lines if line.startswith("INSERT INTO") and " SELECT " in line]
     assert len(found) == 4, found
     return found
+
+
+def test_a_create_still_in_its_transaction_does_not_hold_the_counters_against_others(pg_app: Flask) -> None:
+    """Every create counts into 'all': the counter row must be locked only while a create commits, not
+    for the rest of its transaction, or concurrent creates queue behind each other (PostgreSQL)."""
+    _reset(pg_app)
+    api = Api(pg_app.test_client())
+    api.register("ann")
+    engine = pg_app.extensions["db"].engine
+    insert = text(
+        "INSERT INTO articles (slug, author_id, title, description, body, created_at, updated_at) "
+        "SELECT :slug, id, 't', 'd', 'b', now(), now() FROM users WHERE username = 'ann'"
+    )
+    with engine.connect() as first, engine.connect() as second:
+        first.execute(insert, {"slug": "first-open"})  # left open: the transaction goes on
+        second.execute(text("SET LOCAL lock_timeout = '1s'"))
+        second.execute(insert, {"slug": "second"})  # waits on the counter row when it is held
+        second.commit()
+        first.commit()
+    with engine.connect() as conn:
+        counts = dict(conn.execute(text("SELECT scope, n FROM article_counts WHERE scope = 'all'")).all())
+    assert counts == {"all": 2}
