@@ -129,7 +129,7 @@ def measured(data: dict[str, Any], source: str) -> Measured:
         hit_source = "the service's cache hits per read in the mix run (cached_share / read share)"
     elif mix.get("cache_hit_ratio") is not None:
         hit = float(mix["cache_hit_ratio"])
-        hit_source = "Redis keyspace hits / (hits + misses) in the mix run (bookkeeping keys included: a trend)"
+        hit_source = "Redis keyspace hits / (hits + misses) in the mix run; the cache's bookkeeping keys count too"
     else:
         raise CapacityError(f"{source}: the mix run has no cache hit figure; pass --hit-ratio")
     reads = {s: r["rps"] for s in MIX_READS if (r := _best(runs, "cache", s))}

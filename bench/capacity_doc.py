@@ -63,7 +63,8 @@ def _method(p: Plan) -> list[str]:
         f"| PgBouncer processes | database transactions/s / {_n(PGBOUNCER_TPS)} per process (assumed: `pgbench -S` "
         "through one PgBouncer on 2 shared vCPUs; one process uses one core) | |",
         "| writes/s on the primary | rate x write share; one transaction each | |",
-        "| uncached reads/s | rate x read share x (1 - hit ratio); each runs on a read replica | |",
+        "| uncached reads/s | rate x read share x (1 - hit ratio); each runs on a read replica (on the primary "
+        "without `DATABASE_REPLICA_URLS`) | |",
         f"| viewer statements/s | rate x read share x hit ratio x {len(SIGNED_IN_READS)}/{len(MIX_READS)} (the "
         "signed-in reads of the mix): a cached signed-in page still runs one batched primary-key statement for "
         "the viewer's flags | |",
@@ -79,6 +80,8 @@ def _method(p: Plan) -> list[str]:
         f"`SET`), + 1 on the {anon} fast-path reads of {len(MIX_READS)} (its lookup comes before Flask's); "
         f"writes: 1 `BUMP_SCRIPT` call + {RATE_LIMIT_CALLS_PER_WRITE} rate-limit windows (one `INCR` script each) | "
         f"{p.redis_per_request:.2f} |",
+        "| Redis with read replicas | not in the figures: one more call per write (the writer's WAL position, "
+        "`rw:<user>`) and per signed-in read that reaches a replica (its floor) | |",
         f"| one Redis | {_n(a.redis_ops)} round trips/s (assumed: the low end of 100k-200k unpipelined; plan the "
         "next step when it passes half) | |",
     ]
@@ -94,17 +97,23 @@ def _table(p: Plan) -> list[str]:
         ("uncached reads/s (read replicas)", [_n(s.uncached_reads) for s in p.steps]),
         ("viewer statements/s (read replicas)", [_n(s.viewer_statements) for s in p.steps]),
         ("read replicas (+1 spare)", [_n(s.read_replicas) for s in p.steps]),
-        ("server connections, primary", [_n(s.primary_pool) for s in p.steps]),
-        ("server connections, per read replica", [_n(s.replica_pool) for s in p.steps]),
+        ("server connections, primary", [_pool(p, s.primary_pool) for s in p.steps]),
+        ("server connections, per read replica", [_pool(p, s.replica_pool) for s in p.steps]),
         ("Redis round trips/s", [_n(s.redis_ops) for s in p.steps]),
     ]
-    for tier in p.ceilings:
+    for tier in sorted(p.ceilings, key=p.ceilings.__getitem__):
         rows.append((f"{tier}: share of capacity", [f"{s.tiers[tier] * 100:,.0f} %" for s in p.steps]))
     rows.append(("saturates first", [_first(s.tiers) for s in p.steps]))
     head = "| per second | " + " | ".join(f"{_rate(s.rate)} req/s" for s in p.steps) + " |"
     lines = [head, "|---|" + "---|" * len(p.steps)]
     lines += [f"| {name} | " + " | ".join(cells) + " |" for name, cells in rows]
     return lines
+
+
+def _pool(p: Plan, needed: int) -> str:
+    """A database's server connections: Little's law, capped near 2 x its cores + 1 (past that it queues on CPU)."""
+    cap = 2 * p.a.db_cores + 1
+    return _n(needed) if needed <= cap else f"{cap} (Little's law: {_n(needed)}; the server is past its CPUs)"
 
 
 def _first(tiers: dict[str, float]) -> str:
@@ -128,6 +137,11 @@ def _ceilings(p: Plan) -> list[str]:
         lines.append(
             "Past it, writes need a bigger primary (the capacity grows about with its cores: `--db-cores`), fewer "
             "statements per write, or partitioning the data across primaries; read replicas do not take writes."
+        )
+        lines.append(
+            f"The primary's line is the plan's weakest figure: {p.m.write_source}, scaled per core. `make bench` runs "
+            "only the list scenarios under NullCache; a comment_write run under NullCache, or a `pgbench` of the "
+            "write statements on the database host, would replace it with PostgreSQL's own rate."
         )
     return lines
 
