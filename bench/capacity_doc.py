@@ -113,7 +113,7 @@ def _table(p: Plan) -> list[str]:
 def _pool(p: Plan, needed: int) -> str:
     """A database's server connections: Little's law, capped near 2 x its cores + 1 (past that it queues on CPU)."""
     cap = 2 * p.a.db_cores + 1
-    return _n(needed) if needed <= cap else f"{cap} (Little's law: {_n(needed)}; the server is past its CPUs)"
+    return _n(needed) if needed <= cap else f"{cap} (capped at 2 x cores + 1; 2 x Little's law: {_n(needed)})"
 
 
 def _first(tiers: dict[str, float]) -> str:
