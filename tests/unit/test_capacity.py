@@ -104,7 +104,7 @@ def test_the_default_run_is_the_newest_recorded_one_with_a_mix(tmp_path: Path):
 
 def test_docs_capacity_md_is_what_make_capacity_writes_from_the_default_run():
     plan = capacity.plan(capacity.load(capacity.default_run()), capacity.Assumptions())
-    assert plan.m.source == "bench/recorded/2026-11-24.json" or plan.m.source.startswith("bench/recorded/")
+    assert plan.m.source.startswith("bench/recorded/")
     assert capacity.DOC.read_text() == render(plan), "docs/capacity.md is out of date: run `make capacity`"
 
 
