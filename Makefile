@@ -106,6 +106,12 @@ wrk: ## install wrk with apt-get when missing
 tune: $(VENV)/.bench wrk ## sweep workers x worker_connections and recommend a setting (about 3 min); TUNE_ARGS='--replicas 3'
 	$(BIN)/python -m bench.tune $(TUNE_ARGS)
 
+# make capacity  a capacity plan (docs/capacity.md) from a benchmark run: cores, replicas, connections, database
+#                and Redis load at 10k/100k/1M req/s; CAPACITY_ARGS='--run bench/results/latest.json --mix 80/20'
+.PHONY: capacity
+capacity: $(VENV)/.runtime ## capacity plan in docs/capacity.md from a benchmark run (default: the newest in bench/recorded/); CAPACITY_ARGS for more
+	$(BIN)/python -m bench.capacity $(CAPACITY_ARGS)
+
 # make cluster          REPLICAS (3) replicas x WORKERS (2) on PostgreSQL + Redis behind HAProxy on :8080, the
 #                       replicas connecting through PgBouncer (transaction pooling) on :6432
 #                       (DATABASE_URL, REDIS_URL; more options: CLUSTER_ARGS='--no-pgbouncer', see
