@@ -147,6 +147,12 @@ def test_start_with_a_standby_reads_from_it_then_stop_removes_it(state_dir: Path
                 line for line in metrics.splitlines() if line.startswith('conduit_db_reads_total{database="replica0"')
             ]
             assert served and float(served[0].split()[-1]) > 0, metrics
+            # a rolling restart keeps the replicas reading from the standby (its URL is in state.json)
+            restarted = cli(state_dir, "rolling-restart")
+            assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+            assert client.request("GET", f"/api/articles/{slug}").status == 200
+            ready = Client(f"http://127.0.0.1:{first}").request("GET", "/readyz").json()
+            assert [r["state"] for r in ready["replicas"]] == ["ok"], ready
             client.close()
             shown = cli(state_dir, "status")
             assert f"standby pid {recorded['standby']['pid']} on 127.0.0.1:{standby_port}" in shown.stdout, shown
