@@ -162,12 +162,16 @@ class Standby:
         if self.user:
             shutil.chown(self.folder, RUN_AS_WHEN_ROOT, RUN_AS_WHEN_ROOT)
         argv = [str(server_bin() / "pg_basebackup"), "-R", "-X", "stream", "-c", "fast", "-D", str(self.data)]
-        argv += ["-d", _dsn(self.primary_url, dbname="")]
+        argv += ["-d", _dsn(self.primary_url, dbname="", password="")]  # the password in the environment, not ps
+        env = {**os.environ, "PGPASSWORD": make_url(self.primary_url).password or ""}
         out = subprocess.run(  # noqa: S603 - fixed argv
-            self._as_owner(argv), capture_output=True, text=True, timeout=timeout, check=False
+            self._as_owner(argv), env=env, capture_output=True, text=True, timeout=timeout, check=False
         )
         if out.returncode != 0:
-            raise StandbyError(f"pg_basebackup failed:\n{out.stdout}{out.stderr}")
+            hint = ""
+            if self.user and "Permission denied" in out.stderr:
+                hint = f"\nthe {RUN_AS_WHEN_ROOT} OS user must reach {self.folder}: each parent directory needs o+x"
+            raise StandbyError(f"pg_basebackup failed:\n{out.stdout}{out.stderr}{hint}")
         (self.data / "postgresql.conf").write_text(render_conf(self.port, self.folder, settings))
         (self.data / "pg_hba.conf").write_text(render_hba(bool(make_url(self.primary_url).password)))
         (self.data / "pg_ident.conf").write_text("")
