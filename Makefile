@@ -116,9 +116,13 @@ capacity: $(VENV)/.runtime ## capacity plan in docs/capacity.md from a benchmark
 #                       replicas connecting through PgBouncer (transaction pooling) on :6432
 #                       (DATABASE_URL, REDIS_URL; more options: CLUSTER_ARGS='--no-pgbouncer', see
 #                       .venv/bin/python -m ops.cluster start --help); prints where everything is
+# make cluster STANDBY=1 the same plus a throwaway streaming standby of the primary on :5433 (data in
+#                       var/cluster/standby/), which the replicas read from through PgBouncer; the primary
+#                       must allow replication connections (docs/operations.md, "The whole topology")
 .PHONY: cluster cluster-stop rolling-restart test-cluster haproxy pgbouncer
 REPLICAS ?= 3
 WORKERS ?= 2
+STANDBY ?=
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 haproxy: ## install HAProxy with apt-get when missing
 	@command -v haproxy >/dev/null || test -x /usr/sbin/haproxy || { \
@@ -130,10 +134,10 @@ pgbouncer: ## install PgBouncer with apt-get when missing (make cluster runs it 
 	  echo "PgBouncer is missing: installing it with apt-get"; \
 	  $(SUDO) apt-get update && $(SUDO) apt-get install -y pgbouncer; }
 
-cluster: haproxy pgbouncer $(VENV)/.runtime ## REPLICAS (3) x WORKERS (2) on PostgreSQL (through PgBouncer on :6432) + Redis behind HAProxy on :8080; CLUSTER_ARGS for more
-	$(BIN)/python -m ops.cluster start --replicas $(REPLICAS) --workers $(WORKERS) $(CLUSTER_ARGS)
+cluster: haproxy pgbouncer $(VENV)/.runtime ## REPLICAS (3) x WORKERS (2) on PostgreSQL (through PgBouncer on :6432) + Redis behind HAProxy on :8080; STANDBY=1 adds a streaming standby on :5433; CLUSTER_ARGS for more
+	$(BIN)/python -m ops.cluster start --replicas $(REPLICAS) --workers $(WORKERS) $(if $(filter 1 yes true,$(STANDBY)),--standby) $(CLUSTER_ARGS)
 
-cluster-stop: $(VENV)/.runtime ## stop exactly what make cluster started (pids in var/cluster/)
+cluster-stop: $(VENV)/.runtime ## stop exactly what make cluster started (pids in var/cluster/); removes the standby's data
 	$(BIN)/python -m ops.cluster stop
 
 rolling-restart: $(VENV)/.runtime ## restart the replicas one at a time: drain in HAProxy, stop, start, wait UP, ready

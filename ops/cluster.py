@@ -1,6 +1,7 @@
 """Run N Conduit replicas behind HAProxy on this host.
 
     python -m ops.cluster start --replicas 3    # make cluster REPLICAS=3 (PgBouncer on :6432 in front of PostgreSQL)
+    python -m ops.cluster start --standby       # make cluster STANDBY=1: plus a streaming standby on :5433
     python -m ops.cluster status
     python -m ops.cluster rolling-restart       # make rolling-restart
     python -m ops.cluster stop                  # make cluster-stop
@@ -11,7 +12,8 @@ Everything lives in the state directory (var/cluster/ by default): `servers.cfg`
 inventory HAProxy loads after haproxy.cfg (names and ports are read back from it, nowhere else),
 `state.json` (pids with their start times, the replicas' environment; mode 600: it may hold
 SECRET_KEY), one log per process, HAProxy's admin socket and `pgbouncer/` (PgBouncer's ini and log:
-on PostgreSQL the replicas connect through PgBouncer in transaction pooling mode, ops/pgbouncer/).
+on PostgreSQL the replicas connect through PgBouncer in transaction pooling mode, ops/pgbouncer/), and
+with --standby `standby/` (the standby's data directory and log, ops/standby.py; removed by stop).
 Each process leads its own session, so a stop or a kill reaches a gunicorn master and its workers,
 and only the processes recorded here.
 """
@@ -28,7 +30,9 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ops import database, launcher, procs
+from sqlalchemy.engine import make_url
+
+from ops import database, launcher, procs, standby
 from ops.inventory import BACKEND, ROOT, ClusterError, ClusterState, haproxy_binary, port_free, write_inventory
 from ops.lbadmin import Admin, AdminError
 from ops.pgbouncer import PgBouncer, PgBouncerError, PoolSettings
@@ -38,6 +42,7 @@ DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/conduit"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_PGBOUNCER_PORT = 6432
 DEFAULT_PGBOUNCER_POOL = 40
+DEFAULT_STANDBY_PORT = 5433
 # PostgreSQL connections left beside PgBouncer's pool: migrations (DATABASE_DIRECT_URL) and a psql.
 DIRECT_HEADROOM = 5
 
@@ -58,16 +63,23 @@ class Cluster(ClusterState):
         replica_ports: Sequence[int] | None = None,
         pgbouncer_port: int | None = DEFAULT_PGBOUNCER_PORT,
         pgbouncer_pool: int = DEFAULT_PGBOUNCER_POOL,
+        standby_port: int | None = None,
     ) -> None:
         """Migrate, start PgBouncer, the replicas and HAProxy, wait until HAProxy sees every replica UP.
 
         On PostgreSQL the replicas connect through PgBouncer on `pgbouncer_port` (None: straight to
-        PostgreSQL), which holds at most `pgbouncer_pool` server connections."""
+        PostgreSQL), which holds at most `pgbouncer_pool` server connections. With `standby_port`, a
+        throwaway streaming standby of the primary runs on that port (data in `dir`/standby/) and the
+        replicas read from it (DATABASE_REPLICA_URLS), through PgBouncer when it runs."""
         if self.running():
             raise ClusterError(f"a cluster is already running from {self.dir}: `make cluster-stop` first")
         chosen = replica_ports or [first_port + i for i in range(replicas)]
         ports = {f"app{i}": port for i, port in enumerate(chosen, start=1)}
-        busy = [p for p in (port, stats_port, *ports.values(), pgbouncer_port) if p is not None and not port_free(p)]
+        busy = [
+            p
+            for p in (port, stats_port, *ports.values(), pgbouncer_port, standby_port)
+            if p is not None and not port_free(p)
+        ]
         if busy:
             raise ClusterError(f"ports already in use on 127.0.0.1: {busy}")
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -109,6 +121,13 @@ class Cluster(ClusterState):
             self._save()
         if max_connections is not None:
             base["DATABASE_DIRECT_URL"] = base.get("DATABASE_DIRECT_URL") or base["DATABASE_URL"]
+        if standby_port is not None:
+            if max_connections is None:
+                raise ClusterError("a standby needs PostgreSQL: DATABASE_URL is not a postgresql:// URL")
+            try:  # before anything is started: a primary that cannot serve a base backup fails here
+                standby.check_primary(base["DATABASE_DIRECT_URL"])
+            except standby.StandbyError as exc:
+                raise ClusterError(f"cannot start a standby: {exc}") from exc
         bin_dir = Path(sys.executable).parent
         migrate = procs.spawn(
             [str(bin_dir / "flask"), "--app", "service", "db", "upgrade"], base, ROOT, self.dir / "migrate.log"
@@ -116,10 +135,16 @@ class Cluster(ClusterState):
         if not procs.wait_gone(migrate, timeout):
             raise ClusterError(f"migrations did not finish in {timeout:.0f} s; see {self.dir / 'migrate.log'}")
         try:
+            standbys = self._start_standby(base, standby_port, timeout) if standby_port is not None else {}
             if max_connections is not None and pgbouncer_port is not None:
                 pool = min(pgbouncer_pool, max_connections - database.RESERVED - DIRECT_HEADROOM)
                 clients = replicas * workers * database.per_worker(base)
-                self._start_pgbouncer(base, pgbouncer_port, PoolSettings(pool_size=pool, max_client_conn=clients + 100))
+                settings = PoolSettings(pool_size=pool, max_client_conn=clients + 100)
+                standbys = self._start_pgbouncer(base, pgbouncer_port, settings, standbys)
+            if standbys:
+                listed = [u for u in base.get("DATABASE_REPLICA_URLS", "").split(",") if u]
+                base["DATABASE_REPLICA_URLS"] = ",".join([*listed, *standbys.values()])
+                self._save()
             started = [self._spawn_replica(name) for name in ports]
             for replica in started:
                 self._wait_healthy(replica, timeout)
@@ -131,20 +156,43 @@ class Cluster(ClusterState):
             self.stop()
             raise
 
-    def _start_pgbouncer(self, env: dict[str, str], port: int, pool: PoolSettings) -> None:
-        """Start PgBouncer in front of env's DATABASE_URL and point the replicas' DATABASE_URL at it."""
-        bouncer = PgBouncer(self.dir / "pgbouncer", env["DATABASE_DIRECT_URL"], port, pool)
+    def _start_standby(self, env: dict[str, str], port: int, timeout: float) -> dict[str, str]:
+        """Base-backup the primary into `dir`/standby/ and run it on `port`; {alias: its URL}."""
+        primary = env["DATABASE_DIRECT_URL"]
+        server = standby.Standby(self.dir / "standby", primary, port)
+        self.state["standby"] = {"port": port, "url": server.url, "dir": str(server.folder)}
+        self._save()
+        t0 = time.monotonic()
+        try:
+            server.create()
+            self._record("standby", server.start(timeout))
+        except standby.StandbyError as exc:
+            raise ClusterError(f"cannot start a standby: {exc}") from exc
+        took = time.monotonic() - t0
+        self.log(f"standby on 127.0.0.1:{port}: streaming from the primary (base backup and start {took:.1f} s)")
+        return {f"{make_url(primary).database}_standby": server.url}
+
+    def _start_pgbouncer(
+        self, env: dict[str, str], port: int, pool: PoolSettings, standbys: dict[str, str]
+    ) -> dict[str, str]:
+        """Start PgBouncer in front of env's DATABASE_URL (and each standby, as a database of its own) and
+        point the replicas' DATABASE_URL at it; {alias: the standby's URL through PgBouncer}."""
+        bouncer = PgBouncer(self.dir / "pgbouncer", env["DATABASE_DIRECT_URL"], port, pool, standbys)
         try:
             self._record("pgbouncer", bouncer.start())
         except PgBouncerError as exc:
             raise ClusterError(str(exc)) from exc
         env["DATABASE_URL"] = bouncer.url
         self.state["pgbouncer"] = {"port": port, "pool_size": pool.pool_size, "max_client_conn": pool.max_client_conn}
+        pooled = {alias: bouncer.standby_url(alias) for alias in standbys}
+        if pooled:
+            self.state["standby"]["via"] = next(iter(pooled.values()))
         self._save()
         self.log(
             f"PgBouncer on 127.0.0.1:{port}: transaction pooling, at most {pool.pool_size} PostgreSQL connections"
-            f" for up to {pool.max_client_conn} clients"
+            f" per server for up to {pool.max_client_conn} clients"
         )
+        return pooled
 
     def _haproxy_argv(self, *extra: str) -> list[str]:
         return [haproxy_binary(), *extra, "-f", str(ROOT / "haproxy.cfg"), "-f", str(self.inventory)]
@@ -187,12 +235,13 @@ class Cluster(ClusterState):
 
     # -- stop -------------------------------------------------------------------------------------
     def stop(self, timeout: float = 40.0) -> list[str]:
-        """Stop HAProxy, then every replica (SIGTERM, SIGKILL after `timeout`); only recorded processes."""
+        """Stop HAProxy, then every replica (SIGTERM, SIGKILL after `timeout`), PgBouncer, the standby
+        (whose data directory goes too); only recorded processes."""
         self.reload()
         alive = {n: p for n in self.state.get("processes", {}) if (p := self.process(n)) and procs.owns_group(p)}
         if "haproxy" in alive:  # first: no request is sent to a replica that is going away
             procs.stop(alive["haproxy"], timeout)
-        replicas = {n: p for n, p in alive.items() if n not in ("haproxy", "pgbouncer")}
+        replicas = {n: p for n, p in alive.items() if n not in ("haproxy", "pgbouncer", "standby")}
         for proc in replicas.values():  # all at once: each takes SHUTDOWN_DELAY + its drain
             if not procs.signal_leader(proc, signal.SIGTERM):
                 procs.signal_group(proc, signal.SIGTERM)
@@ -201,7 +250,11 @@ class Cluster(ClusterState):
             procs.finish(proc, max(0.0, deadline - time.monotonic()))  # SIGKILL to what is left at the deadline
         if "pgbouncer" in alive:  # last: the replicas' in-flight requests needed it
             procs.stop(alive["pgbouncer"], 10.0)
-        stopped = sorted(alive, key=lambda n: (n != "haproxy", n == "pgbouncer"))
+        if "standby" in alive:  # fast shutdown: its clients are gone
+            standby.stop(alive["standby"])
+        if "standby" in self.state:  # throwaway: a new start takes a fresh base backup
+            standby.remove(Path(self.state["standby"]["dir"]))
+        stopped = sorted(alive, key=lambda n: (n != "haproxy", n == "pgbouncer", n == "standby"))
         self.state["processes"] = {}
         if self.state_file.exists():
             self._save()
@@ -304,6 +357,12 @@ def main(argv: list[str] | None = None) -> int:
         "--pgbouncer-pool", type=int, default=DEFAULT_PGBOUNCER_POOL, help="PostgreSQL connections PgBouncer may open"
     )
     start.add_argument("--no-pgbouncer", action="store_true", help="replicas connect straight to PostgreSQL")
+    start.add_argument(
+        "--standby",
+        action="store_true",
+        help="also run a throwaway streaming standby of the primary; the replicas read from it",
+    )
+    start.add_argument("--standby-port", type=int, default=DEFAULT_STANDBY_PORT, help="the standby's port")
     sub.add_parser("stop", help="stop exactly the processes this cluster started")
     sub.add_parser("status", help="each replica's process and HAProxy state")
     roll = sub.add_parser("rolling-restart", help="drain, restart and re-admit replicas one at a time")
@@ -327,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.first_port,
                 pgbouncer_port=None if args.no_pgbouncer else args.pgbouncer_port,
                 pgbouncer_pool=args.pgbouncer_pool,
+                standby_port=args.standby_port if args.standby else None,
             )
             print(describe(cluster))
         elif args.command == "stop":

@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import psycopg2
+
 from ops import procs
 from ops.inventory import BACKEND, ClusterState
 from ops.lbadmin import AdminError
@@ -32,6 +34,10 @@ def status(cluster: ClusterState) -> str:
         bouncer = cluster.process("pgbouncer")
         alive = bouncer is not None and procs.running(bouncer)
         lines.append(f"pgbouncer {'pid ' + str(bouncer.pid) if alive and bouncer else 'not running'}")
+    if standby := cluster.state.get("standby"):
+        proc = cluster.process("standby")
+        pid = f"pid {proc.pid}" if proc and procs.running(proc) else "not running"
+        lines.append(f"standby {pid} on 127.0.0.1:{standby['port']}  replay {_replay(standby['url'])}")
     return "\n".join(lines)
 
 
@@ -55,12 +61,35 @@ def describe(cluster: ClusterState) -> str:
             f"  PgBouncer       {_masked(env['DATABASE_URL'])} (transaction pooling, {bouncer['pool_size']}"
             f" server connections; ini and log in {rel}/pgbouncer/)"
         )
+    if standby := state.get("standby"):
+        via = f"; the replicas read it through PgBouncer as {_masked(standby['via'])}" if standby.get("via") else ""
+        rows.append(
+            f"  standby         {_masked(standby['url'])} (streaming from the primary{via};"
+            f" data and log in {rel}/standby/, removed by make cluster-stop)"
+        )
     for name, (host, port) in cluster.replicas().items():
         proc = cluster.process(name)
         pid = proc.pid if proc else "?"
         rows.append(f"  {name:<15} http://{host}:{port} (pid {pid}, metrics /metrics, log {rel}/{name}.log)")
     rows.append("  stop            make cluster-stop     rolling restart: make rolling-restart")
     return "\n".join(rows)
+
+
+def _replay(url: str) -> str:
+    """How far the standby at `url` is behind (its own view), or why that is unknown."""
+    try:
+        with psycopg2.connect(url, connect_timeout=2) as conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT pg_is_in_recovery(), CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn()"
+                " THEN 0 ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END"
+            )
+            recovering, lag = cur.fetchone()
+        conn.close()
+    except psycopg2.Error as exc:
+        return f"unreachable ({str(exc).strip().splitlines()[0]})"
+    if not recovering:
+        return "not a standby (promoted?)"
+    return f"lag {float(lag or 0):.3f} s"
 
 
 def _masked(url: str) -> str:

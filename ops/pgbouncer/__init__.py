@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,18 +59,27 @@ def binary() -> str:
     return found
 
 
-def render(server_url: str, port: int, folder: Path, pool: PoolSettings) -> tuple[str, str]:
+def _target(server_url: str) -> str:
+    url = make_url(server_url)
+    return f"host={url.host or '127.0.0.1'} port={url.port or 5432} dbname={url.database}"
+
+
+def render(
+    server_url: str, port: int, folder: Path, pool: PoolSettings, standbys: Mapping[str, str] | None = None
+) -> tuple[str, str]:
     """(pgbouncer.ini, userlist.txt) for one database of `server_url`, served on 127.0.0.1:`port`.
 
+    `standbys` maps a further database name (what clients ask for) to a standby's URL: each is a
+    database entry of its own, with its own pool of `pool_size` server connections.
     In the ini `;` starts a comment only at the start of a line: no trailing comments."""
     url = make_url(server_url)
     user, password = url.username or "postgres", url.password or ""
-    target = f"host={url.host or '127.0.0.1'} port={url.port or 5432} dbname={url.database}"
+    entries = "".join(f"{alias} = {_target(standby)}\n" for alias, standby in (standbys or {}).items())
     ini = f"""\
 ; written by ops/pgbouncer/__init__.py
 [databases]
-{url.database} = {target}
-
+{url.database} = {_target(server_url)}
+{entries}
 [pgbouncer]
 listen_addr = 127.0.0.1
 listen_port = {port}
@@ -111,8 +121,16 @@ def port_accepts(port: int) -> bool:
 class PgBouncer:
     """One PgBouncer process with its files in `folder`; started, stopped and restarted by its own pid."""
 
-    def __init__(self, folder: Path, server_url: str, port: int, pool: PoolSettings | None = None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        server_url: str,
+        port: int,
+        pool: PoolSettings | None = None,
+        standbys: Mapping[str, str] | None = None,
+    ) -> None:
         self.folder = Path(folder)
+        self.standbys = dict(standbys or {})
         self.server_url = server_url
         self.port = port
         self.pool = pool or PoolSettings()
@@ -125,9 +143,13 @@ class PgBouncer:
         """The DATABASE_URL of a client of this PgBouncer."""
         return client_url(self.server_url, self.port)
 
+    def standby_url(self, alias: str) -> str:
+        """The URL a client uses to read from the standby served as database `alias`."""
+        return make_url(self.url).set(database=alias).render_as_string(hide_password=False)
+
     def write_config(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        ini, users = render(self.server_url, self.port, self.folder, self.pool)
+        ini, users = render(self.server_url, self.port, self.folder, self.pool, self.standbys)
         self.ini.write_text(ini)
         (self.folder / "userlist.txt").write_text(users)
         (self.folder / "userlist.txt").chmod(0o600)

@@ -17,8 +17,10 @@ import pytest
 
 from ops import procs
 from ops.inventory import ROOT
-from tests.cluster.conftest import CLUSTER_ENV, distinct_free_ports, require_haproxy, require_pgbouncer
-from tests.conftest import scratch_database
+from tests.cluster.conftest import CLUSTER_ENV, distinct_free_ports, require_haproxy, require_pgbouncer, wait_for
+from tests.conftest import scratch_database, service_unavailable
+from tests.faults.servers import ThrowawayPostgres, missing_binaries
+from tests.loadgen import Client
 
 
 @pytest.fixture
@@ -83,3 +85,84 @@ def test_stop_never_signals_a_process_whose_pid_was_reused(state_dir: Path) -> N
     finally:
         bystander.kill()
         bystander.wait()
+
+
+def test_start_with_a_standby_reads_from_it_then_stop_removes_it(state_dir: Path, redis_url: str) -> None:
+    """`make cluster STANDBY=1` on a primary of its own (the shared one need not allow replication)."""
+    require_haproxy()
+    require_pgbouncer()
+    if missing := missing_binaries():
+        service_unavailable("PostgreSQL server binaries", ", ".join(missing))
+    primary = ThrowawayPostgres(max_connections=60)
+    try:
+        primary.init()
+        hba = primary.data / "pg_hba.conf"
+        allowed = hba.read_text()
+        hba.write_text("".join(line for line in allowed.splitlines(True) if "replication" not in line))
+        primary.start()
+        lb, stats, first, bouncer, standby_port = distinct_free_ports(5)
+        env = {
+            **os.environ,
+            **CLUSTER_ENV,
+            "DATABASE_URL": primary.url("conduit"),
+            "REDIS_URL": redis_url,
+            "CACHE_KEY_PREFIX": f"test:standby:{secrets.token_hex(4)}:",
+            "SHUTDOWN_DELAY": "0",
+        }
+        args = ("start", "--replicas", "1", "--workers", "1", "--port", str(lb), "--stats-port", str(stats),
+                "--first-port", str(first), "--pgbouncer-port", str(bouncer), "--standby",
+                "--standby-port", str(standby_port))  # fmt: skip
+
+        refused = cli(state_dir, *args, env=env)
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert "refuses replication connections" in refused.stderr and "host replication postgres" in refused.stderr
+        assert not (state_dir / "standby").exists()
+
+        hba.write_text(allowed)
+        primary.pg_ctl("reload")
+        started = cli(state_dir, *args, env=env)
+        try:
+            assert started.returncode == 0, started.stdout + started.stderr
+            assert f"127.0.0.1:{standby_port}/conduit" in started.stdout, started.stdout
+            recorded = json.loads((state_dir / "state.json").read_text())["processes"]
+            assert sorted(recorded) == ["app1", "haproxy", "pgbouncer", "standby"]
+            groups = [procs.Process(p["pid"], p["started"]) for p in recorded.values()]
+
+            client = Client(f"http://127.0.0.1:{lb}")
+            user = {"username": "stand", "email": "stand@example.com", "password": "password123"}
+            token = client.request("POST", "/api/users", json={"user": user}).json()["user"]["token"]
+            article = {"title": "Through the standby", "description": "d", "body": "b", "tagList": []}
+            resp = client.request("POST", "/api/articles", json={"article": article}, token=token)
+            assert resp.status == 201, resp.body
+            slug = resp.json()["article"]["slug"]
+            # read-your-writes: at once, whether the standby replayed the commit yet or not
+            mine = client.request("GET", f"/api/articles/{slug}", token=token)
+            assert mine.status == 200 and mine.json()["article"]["title"] == "Through the standby"
+            wait_for(lambda: client.request("GET", f"/api/articles/{slug}").status == 200, timeout=10, interval=0.1)
+
+            ready = Client(f"http://127.0.0.1:{first}").request("GET", "/readyz").json()
+            assert [r["state"] for r in ready["replicas"]] == ["ok"], ready
+            metrics = Client(f"http://127.0.0.1:{first}").request("GET", "/metrics").body.decode()
+            served = [
+                line for line in metrics.splitlines() if line.startswith('conduit_db_reads_total{database="replica0"')
+            ]
+            assert served and float(served[0].split()[-1]) > 0, metrics
+            # a rolling restart keeps the replicas reading from the standby (its URL is in state.json)
+            restarted = cli(state_dir, "rolling-restart")
+            assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+            assert client.request("GET", f"/api/articles/{slug}").status == 200
+            ready = Client(f"http://127.0.0.1:{first}").request("GET", "/readyz").json()
+            assert [r["state"] for r in ready["replicas"]] == ["ok"], ready
+            client.close()
+            shown = cli(state_dir, "status")
+            assert f"standby pid {recorded['standby']['pid']} on 127.0.0.1:{standby_port}" in shown.stdout, shown
+
+            stopped = cli(state_dir, "stop")
+            assert stopped.returncode == 0, stopped.stderr
+            assert "standby" in stopped.stdout
+            assert all(procs.group_members(g.pid) == [] for g in groups)
+            assert not (state_dir / "standby").exists()
+        finally:
+            cli(state_dir, "stop")
+    finally:
+        primary.destroy()
