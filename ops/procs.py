@@ -8,6 +8,7 @@ gone (a container's init may never reap it).
 from __future__ import annotations
 
 import os
+import pwd
 import signal
 import subprocess
 import time
@@ -36,12 +37,24 @@ def _stat(pid: int) -> tuple[str, int, int] | None:
     return fields[0], int(fields[2]), int(fields[19])
 
 
-def spawn(argv: Sequence[str], env: Mapping[str, str], cwd: Path, log: Path) -> Process:
-    """Start `argv` in a new session with stdout and stderr appended to `log`."""
+def spawn(
+    argv: Sequence[str], env: Mapping[str, str] | None, cwd: Path, log: Path, user: pwd.struct_passwd | None = None
+) -> Process:
+    """Start `argv` in a new session with stdout and stderr appended to `log`; as `user` when given
+    (PostgreSQL and PgBouncer refuse to run as root). `env` None: this process's environment."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         proc = subprocess.Popen(  # noqa: S603 - argv from this package, no shell
-            list(argv), env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
+            list(argv),
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+            user=user.pw_uid if user else None,
+            group=user.pw_gid if user else None,
+            extra_groups=[] if user else None,
         )
     return adopt(proc)
 

@@ -182,21 +182,9 @@ class Standby:
     def start(self, timeout: float = 60.0) -> procs.Process:
         """Run `postgres` in the foreground (log: `folder`/standby.log); wait until it accepts reads."""
         argv = [str(server_bin() / "postgres"), "-D", str(self.data)]
-        with open(self.log, "ab") as out:
-            popen = subprocess.Popen(  # noqa: S603 - fixed argv
-                argv,
-                cwd=self.folder,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=out,
-                start_new_session=True,
-                user=self.user.pw_uid if self.user else None,
-                group=self.user.pw_gid if self.user else None,
-                extra_groups=[] if self.user else None,
-            )
+        proc = procs.spawn(argv, None, self.folder, self.log, self.user)
         if self.user:
             shutil.chown(self.log, RUN_AS_WHEN_ROOT, RUN_AS_WHEN_ROOT)
-        proc = procs.adopt(popen)
         deadline = time.monotonic() + timeout
         while not self.in_recovery():
             if not procs.running(proc) or time.monotonic() > deadline:

@@ -16,7 +16,6 @@ import pwd
 import shutil
 import signal
 import socket
-import subprocess
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -162,19 +161,7 @@ class PgBouncer:
         self.write_config()
         argv = [binary(), str(self.ini)]
         user = pwd.getpwnam(RUN_AS_WHEN_ROOT) if os.geteuid() == 0 else None
-        with open(self.log, "ab") as out:
-            popen = subprocess.Popen(  # noqa: S603 - fixed argv
-                argv,
-                cwd=self.folder,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=out,
-                start_new_session=True,
-                user=user.pw_uid if user else None,
-                group=user.pw_gid if user else None,
-                extra_groups=[] if user else None,
-            )
-        self.proc = procs.adopt(popen)
+        self.proc = procs.spawn(argv, None, self.folder, self.log, user)
         deadline = time.monotonic() + timeout
         while not port_accepts(self.port):
             if not procs.running(self.proc) or time.monotonic() > deadline:
