@@ -256,14 +256,18 @@ def plan(m: Measured, a: Assumptions, rates: tuple[float, ...] = RATES) -> Plan:
 
 
 def default_run(folder: Path = RECORDED) -> Path:
-    """The newest recorded run (by its generated_at) that has a mix run."""
+    """The newest recorded run (by its generated_at) that has a mix run and a write run (comment_write):
+    a plan needs both (a short A/B of a few read scenarios is not a run to plan from)."""
     found = []
     for path in sorted(folder.glob("*.json")):
         data = json.loads(path.read_text())
-        if any(r.get("scenario") == "mix" for r in data.get("runs") or []):
+        scenarios = {r.get("scenario") for r in data.get("runs") or []}
+        if {"mix", "comment_write"} <= scenarios:
             found.append((str(data.get("generated_at", "")), path.name, path))
     if not found:
-        raise CapacityError(f"no run with a mix scenario in {folder}: run `make bench` and pass --run")
+        raise CapacityError(
+            f"no run with the mix and comment_write scenarios in {folder}: run `make bench` and pass --run"
+        )
     return max(found)[2]
 
 
