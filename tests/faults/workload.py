@@ -65,6 +65,14 @@ class ReadyProbe:
                 self.down_seen = True
             time.sleep(0.01)
 
+    def wait_up(self, timeout: float) -> float:
+        """When the server accepted connections again; fails the test after `timeout` seconds without."""
+        deadline = time.monotonic() + timeout
+        while self.up_at is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert self.up_at is not None, f"the probe never saw {self.url.split('@')[-1]} accept connections again"
+        return self.up_at
+
     def __enter__(self) -> ReadyProbe:
         self._thread.start()
         return self
