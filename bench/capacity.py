@@ -51,7 +51,7 @@ MIX_READ_SHARE = 0.9  # bench/wrk/mix.lua: 180 of 200 rolls
 # a write is one BUMP_SCRIPT call for all its generations, plus one INCR script per window of its rate
 # limit (fixed window, "30/minute;1000/day" style: two windows) in service/security/ratelimit.py.
 REDIS_PER_HIT = 1
-REDIS_PER_MISS = 3  # lookup, fill-lock claim, fill; + 1 on a fast-path (anonymous) route
+REDIS_PER_MISS = 3  # lookup, fill-lock claim, fill; + 1 on a fast-path route
 REDIS_PER_WRITE_BUMP = 1
 RATE_LIMIT_CALLS_PER_WRITE = 2
 

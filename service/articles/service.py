@@ -29,6 +29,7 @@ from service.articles.cache_keys import (
     LISTS,
     article_gen,
     article_key,
+    favorites_gen,
     feed_key,
     list_key,
 )
@@ -41,7 +42,7 @@ from service.articles.schemas import (
     SingleArticleResponse,
     UpdateArticle,
 )
-from service.caching.cache import get_cache
+from service.caching.cache import cached, get_cache
 from service.caching.personalize import personalize, shared
 from service.comments.cache_keys import comments_gen
 from service.profiles.cache_keys import FOLLOWING
@@ -111,7 +112,7 @@ def list_articles(query: ListQuery, viewer: int | None) -> bytes:
             return _shared_page(conn, rows, total)
 
     key = list_key(query.tag, query.author, query.favorited, query.limit, query.offset)
-    return personalize(get_cache().fetch(key, load), viewer, ARTICLE_FACTS)
+    return cached(key, load, viewer, ARTICLE_FACTS)
 
 
 def feed(page: Page, viewer: int) -> bytes:
@@ -126,7 +127,7 @@ def feed(page: Page, viewer: int) -> bytes:
             rows, total = repo.list_feed(conn, viewer, limit=page.limit, offset=page.offset)
             return _shared_page(conn, rows, total)
 
-    return personalize(get_cache().fetch(feed_key(viewer, page.limit, page.offset), load), viewer, ARTICLE_FACTS)
+    return cached(feed_key(viewer, page.limit, page.offset), load, viewer, ARTICLE_FACTS)
 
 
 def _shared_page(conn: Connection, rows: Sequence[Row[Any]], total: int) -> bytes:
@@ -149,7 +150,7 @@ def get(slug: str, viewer: int | None) -> bytes:
         with get_db().read() as conn:
             return _article_bytes(conn, slug)
 
-    return personalize(get_cache().fetch(article_key(slug), load), viewer, ARTICLE_FACTS)
+    return cached(article_key(slug), load, viewer, ARTICLE_FACTS)
 
 
 def create(author_id: int, new: NewArticle, key: idempotency.Key | None = None) -> idempotency.Reply:
@@ -225,9 +226,10 @@ def set_favorite(viewer: int, slug: str, favorite: bool) -> bytes:
         row = _require(conn, slug)
         if favorite:
             with foreign_keys.referencing(conn, article=row.id, account=viewer):
-                repo.add_favorite(conn, viewer, row.id, timefmt.now(db.dialect))
+                changed = repo.add_favorite(conn, viewer, row.id, timefmt.now(db.dialect))
         else:
-            repo.remove_favorite(conn, viewer, row.id)
+            changed = repo.remove_favorite(conn, viewer, row.id)
         article = personalize(_article_bytes(conn, slug), viewer, ARTICLE_FACTS, conn)
-    get_cache().bump([article_gen(slug), LISTS])
+    if changed:  # a repeat changed no row: every cached entry is still right
+        get_cache().bump([article_gen(slug), favorites_gen(viewer), LISTS])
     return article

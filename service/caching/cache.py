@@ -50,9 +50,9 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import gevent
 import redis
@@ -64,16 +64,20 @@ from gevent.event import AsyncResult
 from service.api.errors import Overloaded
 from service.caching.keys import EPOCH, Key
 from service.caching.keys import key_family as key_family  # declared here for the domains: cache.key_family
+from service.caching.personalize import Fact, Flags, by_statement, flag, header_of, members
 from service.caching.scripts import (
     BUMP_FLOOR_SCRIPT,
     BUMP_SCRIPT,
     CLAIM_SCRIPT,
     FILL_SCRIPT,
+    FILL_SET_SCRIPT,
     LOOKUP_FLOOR_SCRIPT,
     LOOKUP_SCRIPT,
+    VIEW_SCRIPT,
 )
 from service.runtime import metrics
 from service.storage import redis_pool
+from service.storage.db import get_db
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +144,8 @@ class SharedCache:
         self._lookup = client.register_script(lookup) if client is not None else None
         self._claim = client.register_script(CLAIM_SCRIPT) if client is not None else None
         self._fill = client.register_script(FILL_SCRIPT) if client is not None else None
+        self._view = client.register_script(VIEW_SCRIPT) if client is not None else None
+        self._fill_set = client.register_script(FILL_SET_SCRIPT) if client is not None else None
         # Invalidations get their own small pool with a longer wait, so a burst
         # of readers holding every connection cannot make a write skip its bump.
         self._bumper = _redis_client(cfg, 8, 2.0) if client is not None else None
@@ -275,6 +281,136 @@ class SharedCache:
             return None
         return found[0], found[1]
 
+    def fetch_viewer(
+        self, key_and_gens: Key, load: Callable[[], bytes], viewer: int | None, facts: Sequence[Fact], lead: int = 0
+    ) -> tuple[bytes, dict[str, Flags]]:
+        """`fetch`, and for a signed-in `viewer` the flags of each kept fact the entry names, per header id.
+
+        On Redis the viewer's sets are read in the same round trip as the entry; a missing one is
+        built from the database (`_build_set`). A fact left out of the flags, or given None (no
+        set kept, a miss, no cache), is the caller's to find by statement (service.caching.personalize).
+        """
+        kept = [fact for fact in facts if fact.kept] if viewer is not None else []
+        if not kept:
+            return self.fetch(key_and_gens, load), {}
+        assert viewer is not None
+        if self._view is None:  # in-process, or no cache
+            local = self._find(*key_and_gens)
+            if local is None:
+                return load(), {}
+            if local[1] is None:
+                return self._fill_miss(local[0], local[2], load), {}
+            return local[1], self._local_flags(local[1], viewer, kept, lead) or {}
+        found = self._find_viewer(key_and_gens, viewer, kept, lead)
+        if found is None:
+            return self.fetch(key_and_gens, load), {}
+        key, value, floor, replies = found
+        if value is None:
+            return self._fill_miss(key, floor, load), {}
+        flags: dict[str, Flags] = {}
+        header: dict[str, list[list[Any]]] | None = None
+        for fact, reply in zip(kept, replies, strict=True):
+            if type(reply) is list:
+                flags[fact.name] = None if reply[-1] else [bool(on) for on in reply[:-1]]
+            elif reply is not None:  # the set's key: build it
+                header = header if header is not None else header_of(_split_lead(value, lead)[1])[0]
+                held = self._build_set(reply.decode(), fact, viewer)
+                flags[fact.name] = None if held is None else [int(i) in held for i, _ in header[fact.name]]
+        return value, flags
+
+    def lookup_viewer(
+        self, key_and_gens: Key, viewer: int, facts: Sequence[Fact], lead: int = 0
+    ) -> tuple[str, bytes, dict[str, list[bool]]] | None:
+        """`lookup` for a signed-in viewer: (versioned key, entry, flags of every kept fact it names) on a
+        hit whose flags are all in the cache; None otherwise (the caller goes the full way)."""
+        kept = [fact for fact in facts if fact.kept]
+        if len(kept) != len(facts):
+            return None
+        if self._view is None:  # in-process: only sets this process built already (no database here)
+            local = self.lookup(key_and_gens)
+            held = None if local is None else self._local_flags(local[1], viewer, kept, lead, build=False)
+            if local is None or held is None or any(on is None for on in held.values()):
+                return None
+            return local[0], local[1], cast(dict[str, list[bool]], held)
+        found = self._find_viewer(key_and_gens, viewer, kept, lead, count_misses=False)
+        if found is None or found[1] is None:
+            return None
+        flags: dict[str, list[bool]] = {}
+        for fact, reply in zip(kept, found[3], strict=True):
+            if reply is None:
+                continue
+            if type(reply) is not list or reply[-1]:
+                return None  # a set to build, or one too large to keep
+            flags[fact.name] = [bool(on) for on in reply[:-1]]
+        return found[0], found[1], flags
+
+    def _find_viewer(
+        self, key_and_gens: Key, viewer: int, kept: list[Fact], lead: int, count_misses: bool = True
+    ) -> tuple[str, bytes | None, int, list[Any]] | None:
+        """(versioned key, value or None, LSN floor, one reply per fact) in one round trip; None when unavailable."""
+        if not self.available() or (self._pending and not self._flush()):
+            return None
+        base, names = key_and_gens
+        names = [EPOCH, *names]
+        prefix = self.backend._get_prefix()
+        keys = self._lookup_keys(prefix, names)
+        keys += [prefix + "g:" + fact.generation(viewer) for fact in kept]  # type: ignore[misc]
+        args = [prefix + base, self.gen_ttl, len(names), 1 if self.floors else 0, f"{prefix}vs:{viewer}:", lead]
+        try:
+            assert self._view is not None
+            reply = self._view(keys=keys, args=args + [fact.name for fact in kept])
+        except Exception as exc:
+            self._shed("read", exc)
+            return None
+        value = self.backend.serializer.loads(reply[2]) if len(reply) > 2 else None
+        if value is not None or count_misses:
+            self._count("hits" if value is not None else "misses")
+        replies = list(reply[3:]) + [None] * (len(kept) - len(reply[3:]))
+        return reply[0].decode()[len(prefix) :], value, int(reply[1]), replies
+
+    def _build_set(self, set_key: str, fact: Fact, viewer: int) -> frozenset[int] | None:
+        """Load `viewer`'s ids for `fact` and store them as the Redis set `set_key`; None when too large.
+
+        `set_key` carries the generations the lookup read before this load, so a set loaded just
+        before the viewer's write is stored where nobody looks after it. The viewer's own reads see
+        their writes (service/storage/db.py), so a read replica is as good as the primary here.
+        """
+        with get_db().read(viewer) as conn:
+            ids = members(conn, fact, viewer)
+        try:
+            assert self._fill_set is not None
+            self._fill_set(keys=[set_key], args=[self.ttl, *(ids if ids is not None else ["-1"])])
+        except Exception as exc:
+            self._failed("write", exc)
+        return None if ids is None else frozenset(ids)
+
+    def _local_flags(
+        self, entry: bytes, viewer: int, kept: list[Fact], lead: int, build: bool = True
+    ) -> dict[str, Flags] | None:
+        """`fetch_viewer`'s flags from this process's sets (the in-process backend); a missing set is
+        loaded, or with `build` false the answer is None."""
+        header = header_of(_split_lead(entry, lead)[1])[0]
+        flags: dict[str, Flags] = {}
+        for fact in kept:
+            marks = header.get(fact.name)
+            if not marks:
+                continue
+            gens = self.generations([EPOCH, fact.generation(viewer)])  # type: ignore[misc]
+            if gens is None:
+                return {}
+            set_key = f"vs:{viewer}:{fact.name}:{gens[0]}.{gens[1]}"
+            stored = self.get(set_key, count_misses=False)  # the ids, comma-separated; "-" when too many
+            if stored is None:
+                if not build:
+                    return None
+                with get_db().read(viewer) as conn:
+                    ids = members(conn, fact, viewer)
+                stored = b"-" if ids is None else b",".join(b"%d" % i for i in ids)
+                self.put(set_key, stored)
+            held = None if stored == b"-" else frozenset(int(i) for i in stored.split(b",") if i)
+            flags[fact.name] = None if held is None else [int(i) in held for i, _ in marks]
+        return flags
+
     def count_fast_path(self) -> None:
         """One hit answered ahead of the framework (service.caching.fastpath)."""
         self._count("fastpath")
@@ -382,6 +518,10 @@ class SharedCache:
         key, value, floor = found
         if value is not None:
             return value
+        return self._fill_miss(key, floor, load)
+
+    def _fill_miss(self, key: str, floor: int, load: Callable[[], bytes]) -> bytes:
+        """`load()`'s result stored under versioned `key`: once per worker, and with Redis once across workers."""
         pending = self._inflight.get(key)
         if pending is not None:
             result: bytes = pending.get()
@@ -466,6 +606,37 @@ class SharedCache:
             self._fill(keys=keys, args=args)
         except Exception as exc:
             self._failed("write", exc)  # a busy pool: the value is in hand, the lock expires by itself
+
+
+def cached(
+    key: tuple[str, list[str]],
+    load: Callable[[], bytes],
+    viewer: int | None,
+    facts: Iterable[Fact] = (),
+    lead: int = 0,
+) -> bytes:
+    """The shared entry of `key` (filled by `load` on a miss) as `viewer` sees it, without its header.
+
+    `lead` lines that the domain keeps in front of the header (e.g. a count) are returned as they are.
+    """
+    facts = tuple(facts)
+    entry, flags = get_cache().fetch_viewer(key, load, viewer, facts, lead)
+    front, rest = _split_lead(entry, lead)
+    header, body = header_of(rest)
+    if viewer is not None and any(header.values()):
+        known = {name: held for name, held in flags.items() if held is not None}
+        body = flag(body, header, known)
+        unknown = {name: pairs for name, pairs in header.items() if pairs and flags.get(name) is None}
+        if unknown:
+            body = by_statement(body, unknown, viewer, facts)
+    return front + body
+
+
+def _split_lead(entry: bytes, lead: int) -> tuple[bytes, bytes]:
+    at = 0
+    for _ in range(lead):
+        at = entry.index(b"\n", at) + 1
+    return entry[:at], entry[at:]
 
 
 def init_app(app: Flask) -> SharedCache:

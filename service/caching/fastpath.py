@@ -10,8 +10,14 @@ answers a hit with what Flask would have sent: status, body bytes, ETag, Cache-C
 security headers, X-Request-Id, a 304 for a matching If-None-Match, no body for HEAD; it records
 the request metrics and the access line through the same functions as the after_request hooks.
 
+A signed-in hit is answered here too when the token was verified by this worker within
+TOKEN_RECHECK_SECONDS (service.security.auth keeps that table) and the viewer's flags came from
+their sets in the same round trip (service.caching.personalize): the body is the entry with the
+viewer's flags set, hashed for its ETag.
+
 Anything it is not sure about goes to Flask unchanged: a miss (Flask fills the entry), Redis
-trouble or an open breaker, a token (signed-in reads carry per-viewer flags), an Origin while
+trouble or an open breaker, a token this worker has not verified lately, a viewer set to build,
+an Origin while
 CORS is configured, a query the view would refuse, other methods, conditional headers other than
 If-None-Match, a non-ASCII path or query, a process that is draining.
 
@@ -40,17 +46,17 @@ from werkzeug.routing import Rule
 from service.api.errors import Overloaded, api_error_response
 from service.api.headers import CSP_API, SECURITY_HEADERS
 from service.caching.cache import SharedCache
+from service.caching.personalize import Fact, flag, header_of
 from service.runtime import lifecycle, logs, metrics
+from service.security import auth
 
 log = logging.getLogger(__name__)
 
 KeyAndGens = tuple[str, list[str]]
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
-# Headers that make the answer depend on more than the URL, or ask for more than the whole
-# representation: Flask decides those (Authorization: per-viewer flags; the rest: 412, 206 ...).
+# Headers that ask for more than the whole representation: Flask decides those (412, 206 ...).
 _FALL_THROUGH_HEADERS = (
-    "HTTP_AUTHORIZATION",
     "HTTP_IF_MATCH",
     "HTTP_IF_MODIFIED_SINCE",
     "HTTP_IF_UNMODIFIED_SINCE",
@@ -71,12 +77,16 @@ Split = Callable[[Mapping[str, Any], Any, bytes, Callable[..., str]], tuple[byte
 class Route:
     """How the view of one endpoint keys its cache entry, and how it answers from it."""
 
-    key: Callable[[Mapping[str, Any], Any], KeyAndGens]  # (path values, parsed query) -> key and generations
+    # (path values, parsed query, viewer id or None) -> key and generations
+    key: Callable[[Mapping[str, Any], Any, int | None], KeyAndGens]
     query: type | None = None  # the msgspec type the view parses its query with (None: it reads no query)
     cache_control: str = "public, no-cache"
     vary: str | None = None
     # For an entry the domain stores more in front of (e.g. a count that makes a Link header).
     split: Split | None = None
+    facts: tuple[Fact, ...] = ()  # the per-viewer facts the entry may name
+    lead: int = 0  # lines of the entry in front of its facts header (what `split` takes off)
+    signed_in: bool = False  # the view requires a token (an anonymous request goes to Flask for its 401)
 
 
 # Endpoint -> Route, declared by the domains (`serve`); each key must be the one the view's service uses.
@@ -104,6 +114,8 @@ class FastPath:
         self.adapter = app.url_map.bind("localhost")  # once: binding per request is what Flask pays for
         self.cors = bool(app.extensions["cors_origins"])
         self.proxies = app.extensions["trusted_proxies"]
+        self.verified = app.extensions["verified_tokens"]  # service.security.auth's table of checked tokens
+        self.recheck = float(app.config["TOKEN_RECHECK_SECONDS"])
         # ETags of recently served bodies by versioned key; the body is compared before reuse (a
         # versioned key can be filled twice). At most ETAG_MEMO entries, holding their bodies.
         self._etags: dict[str, tuple[bytes, str]] = {}
@@ -128,6 +140,12 @@ class FastPath:
             return None
         if any(name in environ for name in _FALL_THROUGH_HEADERS):
             return None
+        viewer: int | None = None
+        authorization = environ.get("HTTP_AUTHORIZATION")
+        if authorization is not None:
+            viewer = auth.recently_verified(self.verified, self.recheck, authorization)
+            if viewer is None:
+                return None
         if (self.cors and "HTTP_ORIGIN" in environ) or environ.get("SCRIPT_NAME") or lifecycle.is_draining():
             return None
         path = environ.get("PATH_INFO") or "/"
@@ -142,12 +160,19 @@ class FastPath:
         route = ROUTES.get(rule.endpoint)
         if route is None or any("\x00" in v for v in values.values() if isinstance(v, str)):
             return None
+        if (route.signed_in and viewer is None) or (viewer is not None and route.vary is None):
+            return None
         query = _parse_query(route.query, query_string) if route.query is not None else None
         if route.query is not None and query is None:
             return None
-        key = route.key(values, query)
+        key = route.key(values, query, viewer)
+        flags: dict[str, list[bool]] = {}
         try:
-            found = self.cache.lookup(key)
+            if viewer is None:
+                found = self.cache.lookup(key)
+            else:
+                seen = self.cache.lookup_viewer(key, viewer, route.facts, route.lead)
+                found, flags = (seen[:2], seen[2]) if seen is not None else (None, {})
         except Overloaded as err:
             return self._shed(environ, rule, err, started)
         if found is None:
@@ -156,8 +181,12 @@ class FastPath:
         extra: list[tuple[str, str]] = []
         if route.split is not None:
             entry, extra = route.split(values, query, entry, partial(self.adapter.build, rule.endpoint, method="GET"))
-        body = entry.partition(b"\n")[2]  # after the facts header (service.caching.personalize)
-        etag = self._etag(versioned, body)
+        header, body = header_of(entry)
+        if flags:
+            body = flag(body, header, flags)
+            etag = quote_etag(generate_etag(body))
+        else:
+            etag = self._etag(versioned, body)
         self.cache.count_fast_path()
 
         request_id = logs.request_id_from(environ.get("HTTP_X_REQUEST_ID"))

@@ -1,17 +1,26 @@
 """Per-viewer facts merged into shared, viewer-independent responses.
 
-A shared cache entry is `<ids>\\n<body>`: the body is what an anonymous reader gets (every flag
-false) and the ids line maps, per fact, the names of the objects it flags to their row ids:
-`{"a": {"<slug>": 12}, "u": {"<username>": 3}}`. A domain declares its facts (`Fact`: the flag,
-the body field that names an object, and the statement that finds the flagged ids) and passes
-them when it writes and reads an entry; this module knows no response shape. For a signed-in
-reader one batched statement, on primary keys only, finds every fact of the entry at once, and
-each object of the body that a fact names gets its flag set in place.
+A shared cache entry is `<header>\\n<body>`: the body is what an anonymous reader gets (every flag
+false) and the header says, per fact, which row each flag of the body belongs to and where the flag
+is: `{"a": [["12", 341], ...], "u": [["3", 420], ...]}` (row id, byte offset of its `false`). A
+domain declares its facts (`Fact`: the flag, the body field that names an object, and the
+statements that find the flagged ids) and passes them when it writes and reads an entry; this
+module knows no response shape. Setting a flag writes `true ` over `false` (JSON allows the
+space), so the body keeps its length and no flag moves another: a signed-in read costs a few
+slice assignments, not a parse of the body.
+
+Where the flags come from, cheapest first (`service.caching.cache.cached`):
+- the viewer's set of flagged ids for the fact, kept in the shared cache under the viewer's own
+  generation (bumped by the viewer's own writes, e.g. a favorite) and read in the same Redis round
+  trip as the entry (`SharedCache.fetch_viewer`); rebuilt from the database when missing;
+- one batched statement on primary keys (`viewer_facts`) when the fact keeps no set, the viewer's
+  set is too large to keep (MAX_SET), or there is no shared cache.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +29,11 @@ from sqlalchemy import BigInteger, Connection, Integer, TextClause, bindparam, l
 
 from service.api.endpoint import encode
 from service.storage.db import get_db
+
+# The most ids a viewer's set keeps in the cache; a viewer past it gets their flags by statement.
+MAX_SET = 10_000
+# Flags of one fact for one entry, in the order of the entry's header (None: not known here).
+Flags = list[bool] | None
 
 
 @dataclass(frozen=True)
@@ -30,22 +44,82 @@ class Fact:
     field that names a flagged object (its value is what the entry maps to a row id); `field` is
     the flag set on that object; `query` selects, among the expanding `:ids`, the ids for which
     the flag holds for `:viewer`, as one column `id`.
+
+    With `members` (every id for which the flag holds for `:viewer`, one column `id`) and
+    `generation` (the name of the viewer's generation, bumped after each of their writes that
+    changes the flag), the viewer's set is kept in the shared cache and a signed-in read of a
+    cached entry runs no statement.
     """
 
     name: str
     match: str
     field: str
     query: TextClause
+    members: TextClause | None = None
+    generation: Callable[[int], str] | None = None
+
+    @property
+    def kept(self) -> bool:
+        """Whether the viewer's set of this fact is kept in the shared cache."""
+        return self.members is not None and self.generation is not None
 
 
 def shared(payload: Any, marks: Mapping[Fact, Iterable[tuple[str, int]]] | None = None) -> bytes:
-    """A cache entry for `payload`: per fact, its (name in the body, row id) pairs; a newline; the JSON body."""
-    header: dict[str, dict[str, int]] = {}
+    """A cache entry for `payload`: per fact, the row id and body offset of each flag; a newline; the JSON body.
+
+    `marks` maps each fact to (name in the body, row id) pairs. Every flag of a fact in the body
+    must be false (the anonymous view): ValueError otherwise, as a flag would be lost.
+    """
+    body = encode(payload)
+    header: dict[str, list[tuple[str, int]]] = {}
+    doc = orjson.loads(body) if marks else None
     for fact, pairs in (marks or {}).items():
         if fact.name in header:
             raise ValueError(f"two facts named {fact.name!r} in one entry")
-        header[fact.name] = dict(pairs)
-    return orjson.dumps(header) + b"\n" + encode(payload)
+        ids = dict(pairs)
+        needle = b'"' + fact.field.encode() + b'":'
+        offsets = [m.end() for m in re.finditer(re.escape(needle), body)]
+        objects = list(_holders(doc, fact.field))
+        if len(offsets) != len(objects) or any(body[at : at + 5] != b"false" for at in offsets):
+            raise ValueError(f"every {fact.field!r} of a shared entry must be false")
+        header[fact.name] = [
+            (str(ids[name]), at)
+            for name, at in zip((o.get(fact.match) for o in objects), offsets, strict=True)
+            if name in ids
+        ]
+    return orjson.dumps(header) + b"\n" + body
+
+
+def _holders(node: Any, field: str) -> Iterator[dict[str, Any]]:
+    """The objects of `node` that have `field`, in the order the field appears in the encoded JSON."""
+    if type(node) is dict:
+        for key, value in node.items():
+            if key == field:
+                yield node
+            elif type(value) in (dict, list):
+                yield from _holders(value, field)
+    elif type(node) is list:
+        for item in node:
+            if type(item) in (dict, list):
+                yield from _holders(item, field)
+
+
+def header_of(entry: bytes) -> tuple[dict[str, list[list[Any]]], bytes]:
+    """(the facts header, the body) of a `shared()` entry."""
+    header, _, body = entry.partition(b"\n")
+    return orjson.loads(header), body
+
+
+def flag(body: bytes, header: Mapping[str, list[list[Any]]], flags: Mapping[str, list[bool]]) -> bytes:
+    """`body` with the flags of each fact in `flags` set where they are true (same length)."""
+    patched: bytearray | None = None
+    for name, held in flags.items():
+        for (_, at), on in zip(header.get(name, ()), held, strict=False):
+            if on:
+                if patched is None:
+                    patched = bytearray(body)
+                patched[at : at + 5] = b"true "
+    return body if patched is None else bytes(patched)
 
 
 def viewer_facts(conn: Connection, viewer: int, wanted: list[tuple[Fact, list[int]]]) -> list[set[int]]:
@@ -65,50 +139,45 @@ def viewer_facts(conn: Connection, viewer: int, wanted: list[tuple[Fact, list[in
     return held
 
 
-def personalize(entry: bytes, viewer: int | None, facts: Iterable[Fact] = (), conn: Connection | None = None) -> bytes:
-    """The body of a `shared()` entry as `viewer` sees it; `facts` are those the entry may name. Uses `conn` when given.
+def members(conn: Connection, fact: Fact, viewer: int) -> list[int] | None:
+    """Every id for which `fact` holds for `viewer`; None past MAX_SET (the set is not kept then)."""
+    assert fact.members is not None
+    ids = [row[0] for row in conn.execute(fact.members, {"viewer": viewer}).fetchmany(MAX_SET + 1)]
+    return None if len(ids) > MAX_SET else ids
 
-    KeyError when the entry names a fact that is not among `facts` (a flag would silently stay false)."""
-    header, _, body = entry.partition(b"\n")
-    ids: dict[str, dict[str, int]] = orjson.loads(header)
-    if viewer is None or not any(ids.values()):
-        return body
+
+def by_statement(
+    body: bytes,
+    header: Mapping[str, list[list[Any]]],
+    viewer: int,
+    facts: Iterable[Fact],
+    conn: Connection | None = None,
+) -> bytes:
+    """`body` as `viewer` sees it, its facts found with one statement (on `conn` when given).
+
+    KeyError when the header names a fact that is not among `facts` (a flag would silently stay false)."""
     by_name = {fact.name: fact for fact in facts}
-    wanted = [(by_name[name], names) for name, names in ids.items() if names]
-    pairs = [(fact, list(names.values())) for fact, names in wanted]
+    wanted = [(by_name[name], pairs) for name, pairs in header.items() if pairs]
+    if not wanted:
+        return body
+    asked = [(fact, sorted({int(row_id) for row_id, _ in pairs})) for fact, pairs in wanted]
     if conn is None:
-        with get_db().read() as own:
-            held = viewer_facts(own, viewer, pairs)
+        with get_db().read(viewer) as own:
+            held = viewer_facts(own, viewer, asked)
     else:
-        held = viewer_facts(conn, viewer, pairs)
-    doc = orjson.loads(body)
-    _flag(doc, [(fact, names, found) for (fact, names), found in zip(wanted, held, strict=True)])
-    return orjson.dumps(doc)
+        held = viewer_facts(conn, viewer, asked)
+    flags = {
+        fact.name: [int(row_id) in found for row_id, _ in pairs]
+        for (fact, pairs), found in zip(wanted, held, strict=True)
+    }
+    return flag(body, header, flags)
 
 
-def _flag(node: Any, rules: list[tuple[Fact, dict[str, int], set[int]]]) -> None:
-    """Set each fact's flag on every object of `node` (at any depth) that the fact names."""
-    checks = [(fact.match, fact.field, names, found) for fact, names, found in rules]
-    if type(node) is dict:
-        _walk(node, checks)
-    elif type(node) is list:
-        _walk({"": node}, checks)
+def personalize(entry: bytes, viewer: int | None, facts: Iterable[Fact] = (), conn: Connection | None = None) -> bytes:
+    """The body of a `shared()` entry as `viewer` sees it, by statement (on `conn` when given).
 
-
-def _walk(node: dict[str, Any], checks: list[tuple[str, str, dict[str, int], set[int]]]) -> None:
-    """A walk of the whole document, so no response shape is known here; kept tight (exact type
-    checks, lists of scalars skipped), as it runs on every signed-in read of a cached entry."""
-    for match, field, names, found in checks:
-        name = node.get(match)
-        if type(name) is str and name in names:
-            node[field] = names[name] in found
-    for value in node.values():
-        kind = type(value)
-        if kind is dict:
-            _walk(value, checks)
-        elif kind is list and value and type(value[0]) in (dict, list):  # not a list of scalars (tagList)
-            for item in value:
-                if type(item) is dict:
-                    _walk(item, checks)
-                elif type(item) is list:
-                    _walk({"": item}, checks)
+    For a write's answer inside its transaction; reads of the cache go through `cache.cached`."""
+    header, body = header_of(entry)
+    if viewer is None:
+        return body
+    return by_statement(body, header, viewer, facts, conn)

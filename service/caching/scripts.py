@@ -117,3 +117,82 @@ if ARGV[2] then redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) end
 if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
 return 1
 """
+
+# A read with a signed-in viewer's flags, in one round trip (service.caching.personalize). KEYS:
+# the entry's generations (epoch first), then their floors when ARGV[4] is '1', then the viewer's
+# generation of each fact. ARGV: the entry's base, the generations' TTL, the number of the entry's
+# generations, '1' with floors, the prefix of the viewer's sets, the number of lines before the
+# entry's facts header, then the name of each fact. The viewer's set of fact j is
+# `<set prefix><name>:<epoch>.<viewer's generation>` and always holds '0' (a set cannot be empty);
+# one that holds '-1' was too large to keep. Returns {key, floor, value or false, one reply per
+# fact}: false when the entry names no object for the fact, the set's key when the set is
+# missing (the caller builds it), else one 0/1 per id of the header, then 1 if the set was too large.
+VIEW_SCRIPT = """
+local n = tonumber(ARGV[3])
+local now = nil
+local function gens_of(first, count)
+  local keys = {}
+  for i = first, first + count - 1 do keys[#keys + 1] = KEYS[i] end
+  local vals = redis.call('MGET', unpack(keys))
+  for i = 1, count do
+    if not vals[i] then
+      if not now then
+        local t = redis.call('TIME')
+        now = string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2]))
+      end
+      vals[i] = now
+      redis.call('SET', keys[i], now, 'EX', ARGV[2])
+    end
+  end
+  return vals
+end
+local gens = gens_of(1, n)
+local floor = 0
+local first = n + 1
+if ARGV[4] == '1' then
+  local floors = redis.call('MGET', unpack(KEYS, n + 1, 2 * n))
+  for i = 1, n do
+    local f = tonumber(floors[i] or '0')
+    if f > floor then floor = f end
+  end
+  first = 2 * n + 1
+end
+local key = ARGV[1] .. ':' .. table.concat(gens, '.')
+local value = redis.call('GET', key)
+local reply = {key, string.format('%d', floor), value}
+local m = #KEYS - first + 1
+if not value or m == 0 then return reply end
+local at = 2  -- after the serializer's '=' (service.caching.cache.BytesSerializer)
+for s = 1, tonumber(ARGV[6]) do at = string.find(value, '\\n', at, true) + 1 end
+local header = cjson.decode(string.sub(value, at, string.find(value, '\\n', at, true) - 1))
+local viewer = gens_of(first, m)
+for j = 1, m do
+  local marks = header[ARGV[6 + j]]
+  if marks and #marks > 0 then
+    local set = ARGV[5] .. ARGV[6 + j] .. ':' .. gens[1] .. '.' .. viewer[j]
+    if redis.call('EXISTS', set) == 0 then
+      reply[3 + j] = set
+    else
+      local ids = {}
+      for i = 1, #marks do ids[i] = marks[i][1] end
+      ids[#ids + 1] = '-1'
+      reply[3 + j] = redis.call('SMISMEMBER', set, unpack(ids))
+    end
+  else
+    reply[3 + j] = false
+  end
+end
+return reply
+"""
+
+# Build a viewer's set (KEYS[1]) once: '0', then ARGV[2..] (the ids, or '-1' for a set too large to
+# keep), TTL ARGV[1]. A set another caller built meanwhile under the same key holds the same ids.
+FILL_SET_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+for i = 2, #ARGV, 1000 do
+  redis.call('SADD', KEYS[1], '0', unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+if #ARGV < 2 then redis.call('SADD', KEYS[1], '0') end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
+"""

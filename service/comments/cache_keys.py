@@ -7,7 +7,7 @@ from typing import Any
 
 from service.caching import cache, fastpath
 from service.comments.schemas import MAX_OFFSET, CommentPage
-from service.profiles.cache_keys import PROFILES
+from service.profiles.cache_keys import FOLLOWING, PROFILES
 
 
 def comments_gen(slug: str) -> str:
@@ -15,9 +15,9 @@ def comments_gen(slug: str) -> str:
     return f"comments:{slug}"
 
 
-# "c3": entries lead with the comment count (since commentsCount) and carry the facts header
-# (service.caching.personalize); "c:" and "c2:" ones from before never match.
-@cache.key_family("c3")
+# "c4": entries lead with the comment count (since commentsCount) and carry the facts header with
+# flag offsets (service.caching.personalize); "c:" to "c3:" ones from before never match.
+@cache.key_family("c4")
 def comments_key(slug: str, limit: int, offset: int) -> list[str]:
     return [comments_gen(slug), PROFILES]
 
@@ -42,10 +42,12 @@ def _page_links(
 fastpath.serve(
     "comments.list_comments",
     fastpath.Route(
-        lambda v, q: comments_key(v["slug"], q.limit, q.offset),
+        lambda v, q, viewer: comments_key(v["slug"], q.limit, q.offset),
         CommentPage,
         "private, no-cache",
         "Authorization",
         split=_page_links,
+        facts=(FOLLOWING,),
+        lead=1,
     ),
 )

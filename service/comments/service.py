@@ -10,7 +10,7 @@ from sqlalchemy import Connection, Row
 from service.api import timefmt
 from service.api.errors import Forbidden, NotFound, messages
 from service.articles import repository as articles_repo
-from service.caching.cache import get_cache
+from service.caching.cache import cached, get_cache
 from service.caching.personalize import personalize, shared
 from service.comments import repository as repo
 from service.comments.cache_keys import comments_gen, comments_key
@@ -64,8 +64,8 @@ def list_for(slug: str, page: CommentPage, viewer: int | None) -> tuple[bytes, i
         return b"%d\n" % total + _shared(MultipleCommentsResponse(_comments(rows), total), rows)
 
     key = comments_key(slug, page.limit, page.offset)
-    total, _, entry = get_cache().fetch(key, load).partition(b"\n")
-    return personalize(entry, viewer, [FOLLOWING]), int(total)
+    total, _, body = cached(key, load, viewer, [FOLLOWING], lead=1).partition(b"\n")
+    return body, int(total)
 
 
 def add(author_id: int, slug: str, body: str, key: idempotency.Key | None = None) -> idempotency.Reply:

@@ -19,6 +19,8 @@ FOLLOWING = Fact(
     match="username",
     field="following",
     query=text("SELECT followee_id AS id FROM follows WHERE follower_id = :viewer AND followee_id IN :ids"),
+    members=text("SELECT followee_id AS id FROM follows WHERE follower_id = :viewer"),
+    generation=lambda viewer: follows_gen(viewer),
 )
 
 
@@ -27,7 +29,7 @@ def follows_gen(user_id: int) -> str:
     return f"follows:{user_id}"
 
 
-@cache.key_family("p2")  # "p" entries from before the facts header (service.caching.personalize) never match
+@cache.key_family("p3")  # "p" and "p2" entries (no header, or one without flag offsets) never match
 def profile_key(username: str) -> list[str]:
     return [PROFILES]
 
@@ -35,5 +37,7 @@ def profile_key(username: str) -> list[str]:
 # Anonymous hits are answered ahead of Flask (service.caching.fastpath).
 fastpath.serve(
     "profiles.get_profile",
-    fastpath.Route(lambda v, q: profile_key(v["username"]), None, "private, no-cache", "Authorization"),
+    fastpath.Route(
+        lambda v, q, viewer: profile_key(v["username"]), None, "private, no-cache", "Authorization", facts=(FOLLOWING,)
+    ),
 )

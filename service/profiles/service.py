@@ -8,8 +8,8 @@ from sqlalchemy import Row
 
 from service.api import timefmt
 from service.api.errors import Invalid, NotFound, messages
-from service.caching.cache import get_cache
-from service.caching.personalize import personalize, shared
+from service.caching.cache import cached, get_cache
+from service.caching.personalize import shared
 from service.profiles import repository as repo
 from service.profiles.cache_keys import FOLLOWING, follows_gen, profile_key
 from service.profiles.schemas import Profile, ProfileResponse
@@ -31,7 +31,7 @@ def get(username: str, viewer: int | None) -> bytes:
             raise NotFound(messages.PROFILE_NOT_FOUND)
         return shared(ProfileResponse(to_profile(row, False)), {FOLLOWING: [(row.username, row.id)]})
 
-    return personalize(get_cache().fetch(profile_key(username), load), viewer, [FOLLOWING])
+    return cached(profile_key(username), load, viewer, [FOLLOWING])
 
 
 def set_following(viewer: int, username: str, following: bool) -> Profile:

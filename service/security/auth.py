@@ -11,7 +11,7 @@ C code releases the GIL) while the calling greenlet waits cooperatively.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import wraps
 from typing import Any, NamedTuple, TypeVar, cast
 
@@ -199,6 +199,18 @@ def forget_user(user_id: int) -> None:
     verified: dict[str, Verified] = current_app.extensions["verified_tokens"]
     for token in [t for t, entry in verified.items() if entry.user_id == user_id]:
         verified.pop(token, None)
+
+
+def recently_verified(verified: Mapping[str, Verified], recheck: float, authorization: str) -> int | None:
+    """The user id of the token in `authorization` if this worker verified it and checked its account
+    within `recheck` seconds (`verified` is the app's table); None otherwise (`decode_token` decides)."""
+    scheme, _, token = authorization.strip().partition(" ")
+    hit = verified.get(token.strip())
+    if hit is None or scheme.lower() not in ("token", "bearer"):
+        return None
+    if hit.expires <= time.time() or time.monotonic() - hit.checked >= recheck:
+        return None
+    return hit.user_id
 
 
 def token_from_header() -> str | None:

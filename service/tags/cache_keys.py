@@ -15,4 +15,4 @@ def tags_key() -> list[str]:
 
 
 # Anonymous hits are answered ahead of Flask (service.caching.fastpath).
-fastpath.serve("tags.list_tags", fastpath.Route(lambda v, q: tags_key()))
+fastpath.serve("tags.list_tags", fastpath.Route(lambda v, q, viewer: tags_key()))

@@ -106,7 +106,7 @@ def test_cached_values_are_json_bytes_not_pickle(redis_url: str, pg_url: str) ->
     api.client.get(f"/api/articles/{slug}")
     client = redis.Redis.from_url(redis_url)
     prefix = app.config["CACHE_KEY_PREFIX"]
-    keys = [k for k in client.scan_iter(match=prefix + "a:*")]
+    keys = [k for k in client.scan_iter(match=prefix + "a2:*")]
     assert keys, "the article was not cached"
     for key in keys:
         value = client.get(key)

@@ -68,7 +68,7 @@ def _lose_generation(app: Flask, name: str) -> None:
 
 def _cached_article_pages(app: Flask) -> int:
     """Article pages the in-process cache holds (SimpleCache keys carry no prefix)."""
-    return sum(1 for key in _cache(app).backend._cache if key.startswith("a:"))
+    return sum(1 for key in _cache(app).backend._cache if key.startswith("a2:"))
 
 
 def test_a_generation_that_expired_in_process_does_not_bring_back_an_old_article(
