@@ -314,3 +314,48 @@ def test_concurrent_creates_deletes_and_favorites_leave_every_counter_equal_to_c
         "SELECT COUNT(*) FROM articles a JOIN users u ON u.id = a.author_id WHERE u.username = :u", u=names[0]
     )
     assert server.call("GET", "/articles/feed?limit=1", token=tokens[names[1]]).body["articlesCount"] == by_first
+
+
+def test_a_viewers_flags_and_feed_follow_each_acknowledged_write_while_others_read(server: Server) -> None:
+    """Favorites racing cached list fills and follows racing cached feeds, on two workers: readers
+    with the same token keep filling the pages and rebuilding the viewer's sets, and after each
+    acknowledged write the writer's next reads (either worker) show it."""
+    tokens = register_many(server, ["flagauthor", "flagreader"])
+    author, reader = tokens["flagauthor"], tokens["flagreader"]
+    slugs = [create_article(server, author, f"Flagged {n}") for n in range(3)]
+    pages = ["/articles?author=flagauthor", "/articles/feed", f"/articles/{slugs[0]}", "/profiles/flagauthor"]
+    stop = time.monotonic() + 120
+    statuses: Counter[int] = Counter()
+    done = False
+
+    def read_forever() -> Reply:
+        while not done and time.monotonic() < stop:
+            for page in pages:
+                statuses[server.call("GET", page, token=reader).status] += 1
+        return Reply(200, None)
+
+    wrong: list[str] = []
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        readers = [pool.submit(read_forever) for _ in range(5)]
+        try:
+            for step in range(16):
+                on = step % 2 == 0
+                method = "POST" if on else "DELETE"
+                assert server.call(method, f"/articles/{slugs[0]}/favorite", token=reader).status == 200
+                assert server.call(method, "/profiles/flagauthor/follow", token=reader).status == 200
+                for _ in range(2):  # two reads: the two workers, one of them through a set it rebuilt
+                    article = server.call("GET", f"/articles/{slugs[0]}", token=reader).body["article"]
+                    listed = server.call("GET", "/articles?author=flagauthor", token=reader).body["articles"]
+                    feed = server.call("GET", "/articles/feed", token=reader).body
+                    profile = server.call("GET", "/profiles/flagauthor", token=reader).body["profile"]
+                    first = next(a for a in listed if a["slug"] == slugs[0])
+                    seen = (article["favorited"], first["favorited"], article["author"]["following"])
+                    seen += (first["author"]["following"], profile["following"], feed["articlesCount"] == 3)
+                    if seen != (on,) * 6:
+                        wrong.append(f"step {step}: expected {on}, saw {seen}")
+        finally:
+            done = True
+            for future in readers:
+                future.result(timeout=60)
+    assert wrong == []
+    assert set(statuses) == {200} and sum(statuses.values()) > 0, statuses
