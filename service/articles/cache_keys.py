@@ -1,7 +1,11 @@
-"""What the shared cache knows of articles, lists and the feed: keys, generations, the `favorited` fact.
+"""What the shared cache knows of articles, lists and the feed: keys, generations, the `favorited`
+fact and the `favoritesCount` count.
 
 One generation per article where a write targets it (update, favorite), and LISTS, bumped by
-any article write, for every list (a new article shows on many pages at once).
+an article created, changed or deleted, for every list (a new article shows on many pages at
+once). A favorite drops no list page: it bumps the article's count generation (its number on the
+pages comes from the count's small entry until the page is filled again), the favoriter's
+`?favorited=` pages and their own `favorited` flags.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from sqlalchemy import text
 
 from service.api.schemas import Page
 from service.articles.schemas import ListQuery
-from service.caching import cache, fastpath
+from service.caching import cache, fastpath, personalize
 from service.caching.keys import Key
 from service.caching.personalize import Fact
 from service.profiles.cache_keys import FOLLOWING, PROFILES, follows_gen
@@ -29,6 +33,19 @@ FAVORITED = Fact(
 # What an article entry may flag: the article and its author.
 ARTICLE_FACTS = (FAVORITED, FOLLOWING)
 
+# `favoritesCount` on list and feed pages: a favorite bumps the article's count generation, not the pages.
+FAVORITES_COUNT = personalize.count(
+    "fc:",
+    match="slug",
+    field="favoritesCount",
+    query=text("SELECT id, favorites_count AS n FROM articles WHERE id IN :ids"),
+)
+
+
+def favorited_by_gen(username: str) -> str:
+    """The pages of the articles `username` favorited (`?favorited=`): bumped by their favorite and unfavorite."""
+    return f"favorited-by:{username}"
+
 
 def favorites_gen(user_id: int) -> str:
     """What `user_id` favorited: bumped on their favorite and unfavorite (their `favorited` flags)."""
@@ -44,12 +61,12 @@ def article_key(slug: str) -> list[str]:
     return [article_gen(slug), PROFILES]
 
 
-@cache.key_family("l2")
+@cache.key_family("l3")
 def list_key(tag: str | None, author: str | None, favorited: str | None, limit: int, offset: int) -> list[str]:
-    return [LISTS, PROFILES]
+    return [LISTS, PROFILES] if favorited is None else [LISTS, PROFILES, favorited_by_gen(favorited)]
 
 
-@cache.key_family("f2")
+@cache.key_family("f3")
 def feed_key(viewer: int, limit: int, offset: int) -> list[str]:
     """The viewer's own feed page: which articles it holds depends on whom they follow."""
     return [follows_gen(viewer), LISTS, PROFILES]

@@ -327,3 +327,11 @@ def remove_favorite(conn: Connection, user_id: int, article_id: int) -> bool:
 def _lock_article(conn: Connection, article_id: int) -> None:
     if conn.dialect.name == "postgresql":
         conn.execute(LOCK_ARTICLE, {"id": article_id})
+
+
+SELECT_USERNAME = text("SELECT username FROM users WHERE id = :id")
+
+
+def username_of(conn: Connection, user_id: int) -> str | None:
+    """The username of `user_id`, or None when the account is gone."""
+    return conn.execute(SELECT_USERNAME, {"id": user_id}).scalar_one_or_none()

@@ -26,9 +26,11 @@ from service.articles import repository as repo
 from service.articles.cache_keys import (
     ARTICLE_FACTS,
     FAVORITED,
+    FAVORITES_COUNT,
     LISTS,
     article_gen,
     article_key,
+    favorited_by_gen,
     favorites_gen,
     feed_key,
     list_key,
@@ -133,7 +135,9 @@ def feed(page: Page, viewer: int) -> bytes:
 def _shared_page(conn: Connection, rows: Sequence[Row[Any]], total: int) -> bytes:
     page = MultipleArticlesResponse(_summaries(conn, rows), total)
     return shared(
-        page, {FAVORITED: [(r.slug, r.id) for r in rows], FOLLOWING: [(r.username, r.author_id) for r in rows]}
+        page,
+        {FAVORITED: [(r.slug, r.id) for r in rows], FOLLOWING: [(r.username, r.author_id) for r in rows]},
+        {FAVORITES_COUNT: [(r.slug, r.id) for r in rows]},
     )
 
 
@@ -230,6 +234,13 @@ def set_favorite(viewer: int, slug: str, favorite: bool) -> bytes:
         else:
             changed = repo.remove_favorite(conn, viewer, row.id)
         article = personalize(_article_bytes(conn, slug), viewer, ARTICLE_FACTS, conn)
-    if changed:  # a repeat changed no row: every cached entry is still right
-        get_cache().bump([article_gen(slug), favorites_gen(viewer), LISTS])
+        username = repo.username_of(conn, viewer) if changed else None
+    if username is not None:  # a repeat changed no row: every cached entry is still right
+        gens = [
+            article_gen(slug),
+            FAVORITES_COUNT.generation(row.id),
+            favorites_gen(viewer),
+            favorited_by_gen(username),
+        ]
+        get_cache().bump(gens)
     return article

@@ -52,9 +52,10 @@ import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
-from typing import Any, cast
+from typing import Any, NamedTuple
 
 import gevent
+import orjson
 import redis
 from cachelib.serializers import BaseSerializer
 from flask import Flask, current_app, g, has_app_context
@@ -64,16 +65,15 @@ from gevent.event import AsyncResult
 from service.api.errors import Overloaded
 from service.caching.keys import EPOCH, Key
 from service.caching.keys import key_family as key_family  # declared here for the domains: cache.key_family
-from service.caching.personalize import Fact, Flags, by_statement, flag, header_of, members
+from service.caching.personalize import COUNTS, Fact, Flags, current_counts, members, render, split
 from service.caching.scripts import (
     BUMP_FLOOR_SCRIPT,
     BUMP_SCRIPT,
     CLAIM_SCRIPT,
     FILL_SCRIPT,
     FILL_SET_SCRIPT,
-    LOOKUP_FLOOR_SCRIPT,
-    LOOKUP_SCRIPT,
-    VIEW_SCRIPT,
+    READ_SCRIPT,
+    STAMP_SCRIPT,
 )
 from service.runtime import metrics
 from service.storage import redis_pool
@@ -85,6 +85,22 @@ log = logging.getLogger(__name__)
 FLUSH_RETRY_SECONDS = 0.1
 # Seconds between a waiting miss's looks at an entry another worker is filling.
 FILL_POLL_SECONDS = 0.01
+
+
+# A viewer's set marked too large to keep (service.caching.personalize.MAX_SET): flags by statement.
+TOO_LARGE = "too large"
+# A hit: (versioned key, entry, the viewer's flags per fact, the numbers of counts that moved on, by mark).
+Hit = tuple[str, bytes, dict[str, list[bool]], dict[int, int]]
+
+
+class Found(NamedTuple):
+    """What one read of an entry found (`SharedCache._find`)."""
+
+    key: str  # the versioned key
+    value: bytes | None  # the entry, None on a miss
+    floor: int  # the LSN floor of its generations (0 without read replicas)
+    moved: list[tuple[int, str, int | None]]  # counts whose generation moved on: (mark, small entry key, number)
+    facts: list[Any]  # per kept fact: None (names nothing), a set key to build, TOO_LARGE, or the flags
 
 
 class BytesSerializer(BaseSerializer):
@@ -136,15 +152,15 @@ class SharedCache:
                 cfg, int(cfg["CACHE_MAX_CONNECTIONS"]), float(cfg["CACHE_POOL_WAIT"])
             )
         self._flask_cache = FlaskCache(app, config=config)
-        # LSN floors next to the generations, only with read replicas (see LOOKUP_FLOOR_SCRIPT).
+        # LSN floors next to the generations, only with read replicas (see READ_SCRIPT).
         self.floors = bool(str(cfg.get("DATABASE_REPLICA_URLS") or "").strip())
         self._max_lsn = 0  # the highest commit LSN this worker bumped with (retries reuse it)
         client = getattr(self.backend, "_write_client", None)
-        lookup, bump = (LOOKUP_FLOOR_SCRIPT, BUMP_FLOOR_SCRIPT) if self.floors else (LOOKUP_SCRIPT, BUMP_SCRIPT)
-        self._lookup = client.register_script(lookup) if client is not None else None
+        bump = BUMP_FLOOR_SCRIPT if self.floors else BUMP_SCRIPT
+        self._read = client.register_script(READ_SCRIPT) if client is not None else None
         self._claim = client.register_script(CLAIM_SCRIPT) if client is not None else None
         self._fill = client.register_script(FILL_SCRIPT) if client is not None else None
-        self._view = client.register_script(VIEW_SCRIPT) if client is not None else None
+        self._stamp_script = client.register_script(STAMP_SCRIPT) if client is not None else None
         self._fill_set = client.register_script(FILL_SET_SCRIPT) if client is not None else None
         # Invalidations get their own small pool with a longer wait, so a burst
         # of readers holding every connection cannot make a write skip its bump.
@@ -227,11 +243,12 @@ class SharedCache:
         """Current generation of each name (a missing one starts now); None when the cache is unavailable."""
         if not self.available():
             return None
-        if self._lookup is None:
+        if self._read is None:
             return [self._local_gens.get(name) or self._set_local_generation(name) for name in names]
         prefix = self.backend._get_prefix()
         try:  # the read path's script, so missing generations start the same way
-            reply = self._lookup(keys=self._lookup_keys(prefix, names), args=[prefix + "generations", self.gen_ttl])
+            args = [prefix + "generations", self.gen_ttl, len(names), 1 if self.floors else 0, prefix, ""]
+            reply = self._read(keys=self._lookup_keys(prefix, names), args=args)
         except Exception as exc:
             self._failed("read", exc)
             return None
@@ -241,175 +258,183 @@ class SharedCache:
         keys = [prefix + "g:" + n for n in names]
         return keys + [prefix + "f:" + n for n in names] if self.floors else keys
 
-    def _find(self, base: str, names: list[str], count_misses: bool = True) -> tuple[str, bytes | None, int] | None:
-        """(versioned key, its value or None, LSN floor of its generations); None when the cache is unavailable.
+    def _find(
+        self, key_and_gens: Key, viewer: int | None = None, kept: Sequence[Fact] = (), count_misses: bool = True
+    ) -> Found | None:
+        """What one read of the entry finds (with the viewer's sets of `kept` facts); None when the cache
+        is unavailable. One round trip on Redis (READ_SCRIPT).
 
         Raises Overloaded when every Redis connection stayed busy for CACHE_POOL_WAIT.
         """
         if not self.available() or (self._pending and not self._flush()):
             return None
-        names = [EPOCH, *names]
-        if self._lookup is None:
-            gens = self.generations(names)
-            if gens is None:
-                return None
-            key = base + ":" + ".".join(map(str, gens))
-            # In-process entries see only this worker's bumps: its highest bump floor covers them all.
-            floor = self._max_lsn if self.floors else 0
-            return key, self.get(key, count_misses), floor
-        prefix = self.backend._get_prefix()
-        try:
-            reply = self._lookup(keys=self._lookup_keys(prefix, names), args=[prefix + base, self.gen_ttl])
-        except Exception as exc:
-            self._shed("read", exc)
-            return None
-        at = 2 if self.floors else 1  # where the value is (absent when nil)
-        value = self.backend.serializer.loads(reply[at]) if len(reply) > at else None
-        if value is not None or count_misses:
-            self._count("hits" if value is not None else "misses")
-        return reply[0].decode()[len(prefix) :], value, int(reply[1]) if self.floors else 0
-
-    def lookup(self, key_and_gens: tuple[str, list[str]]) -> tuple[str, bytes] | None:
-        """(versioned key, cached bytes) on a hit, in the same one round trip as `fetch`; None otherwise.
-
-        For a caller that falls back to `fetch` on None: a miss is not counted here, `fetch` counts it.
-        Raises Overloaded when the pool stayed busy (the caller answers 503 rather than `fetch`).
-        """
-        base, names = key_and_gens
-        found = self._find(base, names, count_misses=False)
-        if found is None or found[1] is None:
-            return None
-        return found[0], found[1]
-
-    def fetch_viewer(
-        self, key_and_gens: Key, load: Callable[[], bytes], viewer: int | None, facts: Sequence[Fact], lead: int = 0
-    ) -> tuple[bytes, dict[str, Flags]]:
-        """`fetch`, and for a signed-in `viewer` the flags of each kept fact the entry names, per header id.
-
-        On Redis the viewer's sets are read in the same round trip as the entry; a missing one is
-        built from the database (`_build_set`). A fact left out of the flags, or given None (no
-        set kept, a miss, no cache), is the caller's to find by statement (service.caching.personalize).
-        """
-        kept = [fact for fact in facts if fact.kept] if viewer is not None else []
-        if not kept:
-            return self.fetch(key_and_gens, load), {}
-        assert viewer is not None
-        if self._view is None:  # in-process, or no cache
-            local = self._find(*key_and_gens)
-            if local is None:
-                return load(), {}
-            if local[1] is None:
-                return self._fill_miss(local[0], local[2], load), {}
-            return local[1], self._local_flags(local[1], viewer, kept, lead) or {}
-        found = self._find_viewer(key_and_gens, viewer, kept, lead)
-        if found is None:
-            return self.fetch(key_and_gens, load), {}
-        key, value, floor, replies = found
-        if value is None:
-            return self._fill_miss(key, floor, load), {}
-        flags: dict[str, Flags] = {}
-        header: dict[str, list[list[Any]]] | None = None
-        for fact, reply in zip(kept, replies, strict=True):
-            if type(reply) is list:
-                flags[fact.name] = None if reply[-1] else [bool(on) for on in reply[:-1]]
-            elif reply is not None:  # the set's key: build it
-                header = header if header is not None else header_of(_split_lead(value, lead)[1])[0]
-                held = self._build_set(reply.decode(), fact, viewer)
-                flags[fact.name] = None if held is None else [int(i) in held for i, _ in header[fact.name]]
-        return value, flags
-
-    def lookup_viewer(
-        self, key_and_gens: Key, viewer: int, facts: Sequence[Fact], lead: int = 0
-    ) -> tuple[str, bytes, dict[str, list[bool]]] | None:
-        """`lookup` for a signed-in viewer: (versioned key, entry, flags of every kept fact it names) on a
-        hit whose flags are all in the cache; None otherwise (the caller goes the full way)."""
-        kept = [fact for fact in facts if fact.kept]
-        if len(kept) != len(facts):
-            return None
-        if self._view is None:  # in-process: only sets this process built already (no database here)
-            local = self.lookup(key_and_gens)
-            held = None if local is None else self._local_flags(local[1], viewer, kept, lead, build=False)
-            if local is None or held is None or any(on is None for on in held.values()):
-                return None
-            return local[0], local[1], cast(dict[str, list[bool]], held)
-        found = self._find_viewer(key_and_gens, viewer, kept, lead, count_misses=False)
-        if found is None or found[1] is None:
-            return None
-        flags: dict[str, list[bool]] = {}
-        for fact, reply in zip(kept, found[3], strict=True):
-            if reply is None:
-                continue
-            if type(reply) is not list or reply[-1]:
-                return None  # a set to build, or one too large to keep
-            flags[fact.name] = [bool(on) for on in reply[:-1]]
-        return found[0], found[1], flags
-
-    def _find_viewer(
-        self, key_and_gens: Key, viewer: int, kept: list[Fact], lead: int, count_misses: bool = True
-    ) -> tuple[str, bytes | None, int, list[Any]] | None:
-        """(versioned key, value or None, LSN floor, one reply per fact) in one round trip; None when unavailable."""
-        if not self.available() or (self._pending and not self._flush()):
-            return None
         base, names = key_and_gens
         names = [EPOCH, *names]
+        if self._read is None:
+            return self._find_local(base, names, viewer, kept, count_misses)
         prefix = self.backend._get_prefix()
         keys = self._lookup_keys(prefix, names)
-        keys += [prefix + "g:" + fact.generation(viewer) for fact in kept]  # type: ignore[misc]
-        args = [prefix + base, self.gen_ttl, len(names), 1 if self.floors else 0, f"{prefix}vs:{viewer}:", lead]
+        args = [prefix + base, self.gen_ttl, len(names), 1 if self.floors else 0, prefix, f"vs:{viewer}:"]
+        if viewer is not None:
+            keys += [prefix + "g:" + fact.generation(viewer) for fact in kept]  # type: ignore[misc]
+            args += [fact.name for fact in kept]
         try:
-            assert self._view is not None
-            reply = self._view(keys=keys, args=args + [fact.name for fact in kept])
+            reply = self._read(keys=keys, args=args)
         except Exception as exc:
             self._shed("read", exc)
             return None
-        value = self.backend.serializer.loads(reply[2]) if len(reply) > 2 else None
+        value = self.backend.serializer.loads(reply[2]) if len(reply) > 2 and reply[2] is not None else None
         if value is not None or count_misses:
             self._count("hits" if value is not None else "misses")
-        replies = list(reply[3:]) + [None] * (len(kept) - len(reply[3:]))
-        return reply[0].decode()[len(prefix) :], value, int(reply[1]), replies
+        moved: list[tuple[int, str, int | None]] = []
+        counts = reply[3] if len(reply) > 3 and reply[3] else []
+        for at in range(0, len(counts), 3):
+            number = counts[at + 2]
+            moved.append((int(counts[at]) - 1, counts[at + 1].decode(), None if number is None else int(number)))
+        facts: list[Any] = []
+        for reply_of_fact in list(reply[4:]) + [None] * (len(kept) + 4 - len(reply)):
+            if type(reply_of_fact) is list:
+                facts.append(TOO_LARGE if reply_of_fact[-1] else [bool(on) for on in reply_of_fact[:-1]])
+            else:
+                facts.append(None if reply_of_fact is None else reply_of_fact.decode())
+        return Found(reply[0].decode()[len(prefix) :], value, int(reply[1]), moved, facts)
+
+    def _find_local(
+        self, base: str, names: list[str], viewer: int | None, kept: Sequence[Fact], count_misses: bool
+    ) -> Found | None:
+        """`_find` on the in-process backend: the same answers from this process's generations and entries."""
+        gens = self.generations(names)
+        if gens is None:
+            return None
+        key = base + ":" + ".".join(map(str, gens))
+        # In-process entries see only this worker's bumps: its highest bump floor covers them all.
+        floor = self._max_lsn if self.floors else 0
+        value = self.get(key, count_misses)
+        moved: list[tuple[int, str, int | None]] = []
+        facts: list[Any] = []
+        if value is None or (viewer is None and b'"#":[' not in value):
+            return Found(key, value, floor, moved, facts)
+        header = orjson.loads(split(value)[1])
+        for index, mark in enumerate(header.get(COUNTS, ())):
+            current = self._local_gens.get(mark[0]) or self._set_local_generation(mark[0])
+            if str(current) != mark[3]:
+                small = f"n:{mark[0]}:{gens[0]}.{current}"
+                number = self.get(small, count_misses=False)
+                moved.append((index, small, None if number is None else int(number)))
+        for fact in kept if viewer is not None else ():
+            marks = header.get(fact.name)
+            if not marks:
+                facts.append(None)
+                continue
+            assert viewer is not None and fact.generation is not None
+            generation = fact.generation(viewer)
+            mine = self._local_gens.get(generation) or self._set_local_generation(generation)
+            set_key = f"vs:{viewer}:{fact.name}:{gens[0]}.{mine}"
+            stored = self.get(set_key, count_misses=False)  # the ids, comma-separated; "-" when too many
+            if stored is None:
+                facts.append(set_key)
+            elif stored == b"-":
+                facts.append(TOO_LARGE)
+            else:
+                held = {int(i) for i in stored.split(b",") if i}
+                facts.append([int(row_id) in held for row_id, _ in marks])
+        return Found(key, value, floor, moved, facts)
+
+    def lookup(self, key_and_gens: Key, viewer: int | None = None, facts: Sequence[Fact] = ()) -> Hit | None:
+        """A hit that needs nothing from the database: (versioned key, entry, the viewer's flags of each
+        fact the entry names, the counts that moved on); None otherwise, for a caller that then goes the
+        full way (`fetch_viewer`, which counts the miss). Raises Overloaded when the pool stayed busy."""
+        kept = [fact for fact in facts if fact.kept] if viewer is not None else []
+        if len(kept) != len(facts) and viewer is not None:
+            return None
+        found = self._find(key_and_gens, viewer, kept, count_misses=False)
+        if found is None or found.value is None:
+            return None
+        numbers: dict[int, int] = {}
+        for index, _, number in found.moved:
+            if number is None:
+                return None
+            numbers[index] = number
+        flags: dict[str, list[bool]] = {}
+        for fact, held in zip(kept, found.facts, strict=True):
+            if type(held) is list:
+                flags[fact.name] = held
+            elif held is not None:
+                return None  # a set to build, or one too large to keep
+        return found.key, found.value, flags, numbers
+
+    def fetch_viewer(
+        self, key_and_gens: Key, load: Callable[[], bytes], viewer: int | None, facts: Sequence[Fact]
+    ) -> tuple[bytes, dict[str, Flags], dict[int, int]]:
+        """The entry of `key_and_gens` (`load()`'s, stored, on a miss); the flags of each kept fact the
+        entry names for a signed-in `viewer`, per header id; the counts that moved on, by mark.
+
+        A missing set of the viewer's or a count's small entry is loaded from the database here. A
+        fact left out of the flags, or given None (no set kept, a miss, no cache), is the caller's to
+        find by statement (service.caching.personalize.render).
+        """
+        kept = [fact for fact in facts if fact.kept] if viewer is not None else []
+        found = self._find(key_and_gens, viewer, kept)
+        if found is None:
+            return load(), {}, {}
+        if found.value is None:
+            return self._fill_miss(found.key, found.floor, load), {}, {}
+        entry = found.value
+        flags: dict[str, Flags] = {}
+        for fact, held in zip(kept, found.facts, strict=True):
+            if type(held) is list:
+                flags[fact.name] = held
+            elif held is TOO_LARGE:
+                flags[fact.name] = None
+            elif held is not None:  # the set's key: build it
+                assert viewer is not None
+                ids = self._build_set(held, fact, viewer)
+                marks = orjson.loads(split(entry)[1])[fact.name]
+                flags[fact.name] = None if ids is None else [int(row_id) in ids for row_id, _ in marks]
+        numbers = {index: number for index, _, number in found.moved if number is not None}
+        missing = [(index, small) for index, small, number in found.moved if number is None]
+        if missing:
+            numbers.update(self._load_numbers(entry, missing))
+        return entry, flags, numbers
 
     def _build_set(self, set_key: str, fact: Fact, viewer: int) -> frozenset[int] | None:
-        """Load `viewer`'s ids for `fact` and store them as the Redis set `set_key`; None when too large.
+        """Load `viewer`'s ids for `fact` and store them as the set `set_key`; None when too large.
 
-        `set_key` carries the generations the lookup read before this load, so a set loaded just
+        `set_key` carries the generations the read took before this load, so a set loaded just
         before the viewer's write is stored where nobody looks after it. The viewer's own reads see
         their writes (service/storage/db.py), so a read replica is as good as the primary here.
         """
         with get_db().read(viewer) as conn:
             ids = members(conn, fact, viewer)
-        try:
-            assert self._fill_set is not None
-            self._fill_set(keys=[set_key], args=[self.ttl, *(ids if ids is not None else ["-1"])])
-        except Exception as exc:
-            self._failed("write", exc)
+        if self._fill_set is None:
+            self.put(set_key, b"-" if ids is None else b",".join(b"%d" % i for i in ids))
+        else:
+            try:
+                self._fill_set(keys=[set_key], args=[self.ttl, *(ids if ids is not None else ["-1"])])
+            except Exception as exc:
+                self._failed("write", exc)
         return None if ids is None else frozenset(ids)
 
-    def _local_flags(
-        self, entry: bytes, viewer: int, kept: list[Fact], lead: int, build: bool = True
-    ) -> dict[str, Flags] | None:
-        """`fetch_viewer`'s flags from this process's sets (the in-process backend); a missing set is
-        loaded, or with `build` false the answer is None."""
-        header = header_of(_split_lead(entry, lead)[1])[0]
-        flags: dict[str, Flags] = {}
-        for fact in kept:
-            marks = header.get(fact.name)
-            if not marks:
-                continue
-            gens = self.generations([EPOCH, fact.generation(viewer)])  # type: ignore[misc]
-            if gens is None:
-                return {}
-            set_key = f"vs:{viewer}:{fact.name}:{gens[0]}.{gens[1]}"
-            stored = self.get(set_key, count_misses=False)  # the ids, comma-separated; "-" when too many
-            if stored is None:
-                if not build:
-                    return None
-                with get_db().read(viewer) as conn:
-                    ids = members(conn, fact, viewer)
-                stored = b"-" if ids is None else b",".join(b"%d" % i for i in ids)
-                self.put(set_key, stored)
-            held = None if stored == b"-" else frozenset(int(i) for i in stored.split(b",") if i)
-            flags[fact.name] = None if held is None else [int(i) in held for i, _ in marks]
-        return flags
+    def _load_numbers(self, entry: bytes, missing: list[tuple[int, str]]) -> dict[int, int]:
+        """The current numbers of the entry's counts at `missing` (mark index, small entry key), from the
+        primary (read after their generations were), stored in their small entries."""
+        marks = orjson.loads(split(entry)[1])[COUNTS]
+        with get_db().read(primary=True) as conn:
+            numbers = current_counts(conn, [marks[index][0] for index, _ in missing])
+        found = {index: numbers[marks[index][0]] for index, _ in missing if marks[index][0] in numbers}
+        smalls = {small: numbers[marks[index][0]] for index, small in missing if marks[index][0] in numbers}
+        if self._read is None:
+            for small, number in smalls.items():
+                self.put(small, b"%d" % number)
+        elif smalls:
+            try:
+                pipe = self.backend._write_client.pipeline(transaction=False)
+                for small, number in smalls.items():
+                    pipe.set(small, number, ex=self.ttl)
+                pipe.execute()
+            except Exception as exc:
+                self._failed("write", exc)
+        return found
 
     def count_fast_path(self) -> None:
         """One hit answered ahead of the framework (service.caching.fastpath)."""
@@ -507,18 +532,15 @@ class SharedCache:
     def fetch(self, key_and_gens: Key, load: Callable[[], bytes]) -> bytes:
         """The cached bytes for the key, or `load()`'s result stored under the current generations.
 
+        For entries without counts (service.caching.personalize.Count; those are read with `cached`).
         Concurrent misses for one key in this worker share a single `load()`, and
         with Redis so do those of every worker and replica (`_load_once`). Raises
         Overloaded, before any `load()`, when the Redis pool stayed busy.
         """
-        base, names = key_and_gens
-        found = self._find(base, names)
-        if found is None:
-            return load()
-        key, value, floor = found
-        if value is not None:
-            return value
-        return self._fill_miss(key, floor, load)
+        entry, _, numbers = self.fetch_viewer(key_and_gens, load, None, ())
+        if numbers:
+            raise ValueError("an entry with counts is read with cache.cached(), which applies them")
+        return entry
 
     def _fill_miss(self, key: str, floor: int, load: Callable[[], bytes]) -> bytes:
         """`load()`'s result stored under versioned `key`: once per worker, and with Redis once across workers."""
@@ -528,7 +550,7 @@ class SharedCache:
             return result
         pending = self._inflight[key] = AsyncResult()
         try:
-            value = self._load_once(key, partial(self._load_above, floor, load) if floor else load)
+            value = self._load_once(key, partial(self._load_above, floor, load) if floor else load, floor)
         except BaseException as exc:
             pending.set_exception(exc)
             raise
@@ -549,7 +571,7 @@ class SharedCache:
         finally:
             g.db_fill_floor = outer
 
-    def _load_once(self, key: str, load: Callable[[], bytes]) -> bytes:
+    def _load_once(self, key: str, load: Callable[[], bytes], floor: int = 0) -> bytes:
         """`load()`'s result for versioned `key`, stored; at most one load at a time across workers.
 
         A short Redis lock per versioned key (SET NX PX with a token) elects the
@@ -560,7 +582,8 @@ class SharedCache:
         themselves. Redis errors fail open (load, as without a cache).
         """
         if self._claim is None or self._fill is None:  # in-process: this worker's single flight is enough
-            value = load()
+            started = time.time_ns() // 1000  # the clock in-process generations come from
+            value = self._stamp(load(), started, floor)
             self.put(key, value)
             return value
         prefix = self.backend._get_prefix()
@@ -583,20 +606,59 @@ class SharedCache:
                 waited = True
                 self._count("fill_waits")
             if time.monotonic() >= deadline:
-                return self._load_and_fill(keys, None, load)  # the winner is slow or dead
+                return self._load_and_fill(keys, None, load, int(reply[1]), floor)  # the winner is slow or dead
             gevent.sleep(FILL_POLL_SECONDS)
-        return self._load_and_fill(keys, token, load)
+        return self._load_and_fill(keys, token, load, int(reply[1]), floor)
 
-    def _load_and_fill(self, keys: list[str], token: str | None, load: Callable[[], bytes]) -> bytes:
-        """Load, store under keys[0] and free the fill lock keys[1] if `token` holds it (also when load fails)."""
+    def _load_and_fill(
+        self, keys: list[str], token: str | None, load: Callable[[], bytes], started: int, floor: int
+    ) -> bytes:
+        """Load, store under keys[0] and free the fill lock keys[1] if `token` holds it (also when load fails).
+
+        `started` is Redis's clock before the load began, `floor` the LSN it read at (for `_stamp`)."""
         try:
-            value = load()
+            value = self._stamp(load(), started, floor)
         except BaseException:
             if token is not None:
                 self._fill_script(keys, [token])
             raise
         self._fill_script(keys, [token or "", self.backend.serializer.dumps(value), self.ttl])
         return value
+
+    def _stamp(self, entry: bytes, started: int, floor: int) -> bytes:
+        """`entry` with the generation each of its counts was read under recorded in its header.
+
+        A count's generation that moved after `started` (the clock before the load began) or, with
+        read replicas, by a commit past the floor the load read at, may or may not be in the number
+        loaded: it is recorded as "0", which no generation equals, so reads take the number from the
+        count's small entry (STAMP_SCRIPT). Without counts the entry is returned as it is.
+        """
+        if b'"#":[' not in entry:
+            return entry
+        front, line, body = split(entry)
+        if b'"#":[' not in line:
+            return entry
+        header = orjson.loads(line)
+        marks = header[COUNTS]
+        names = [mark[0] for mark in marks]
+        recorded: list[Any] = ["0"] * len(marks)
+        if self._stamp_script is None:
+            if self.available():  # as STAMP_SCRIPT: a missing generation starts now and is recorded
+                known = [self._local_gens.get(name) for name in names]
+                recorded = [
+                    str(self._set_local_generation(name)) if gen is None else str(gen) if gen <= started else "0"
+                    for name, gen in zip(names, known, strict=True)
+                ]
+        else:
+            prefix = self.backend._get_prefix()
+            try:
+                args = [started, self.gen_ttl, floor, 1 if self.floors else 0]
+                recorded = [v.decode() for v in self._stamp_script(keys=self._lookup_keys(prefix, names), args=args)]
+            except Exception as exc:
+                self._failed("write", exc)
+        for mark, value in zip(marks, recorded, strict=True):
+            mark[3] = value
+        return front + orjson.dumps(header) + b"\n" + body
 
     def _fill_script(self, keys: list[str], args: list[Any]) -> None:
         if not self.available():
@@ -608,35 +670,14 @@ class SharedCache:
             self._failed("write", exc)  # a busy pool: the value is in hand, the lock expires by itself
 
 
-def cached(
-    key: tuple[str, list[str]],
-    load: Callable[[], bytes],
-    viewer: int | None,
-    facts: Iterable[Fact] = (),
-    lead: int = 0,
-) -> bytes:
+def cached(key: Key, load: Callable[[], bytes], viewer: int | None, facts: Iterable[Fact] = ()) -> bytes:
     """The shared entry of `key` (filled by `load` on a miss) as `viewer` sees it, without its header.
 
-    `lead` lines that the domain keeps in front of the header (e.g. a count) are returned as they are.
+    Lines the domain keeps in front of the header (e.g. a count) are returned as they are.
     """
     facts = tuple(facts)
-    entry, flags = get_cache().fetch_viewer(key, load, viewer, facts, lead)
-    front, rest = _split_lead(entry, lead)
-    header, body = header_of(rest)
-    if viewer is not None and any(header.values()):
-        known = {name: held for name, held in flags.items() if held is not None}
-        body = flag(body, header, known)
-        unknown = {name: pairs for name, pairs in header.items() if pairs and flags.get(name) is None}
-        if unknown:
-            body = by_statement(body, unknown, viewer, facts)
-    return front + body
-
-
-def _split_lead(entry: bytes, lead: int) -> tuple[bytes, bytes]:
-    at = 0
-    for _ in range(lead):
-        at = entry.index(b"\n", at) + 1
-    return entry[:at], entry[at:]
+    entry, flags, numbers = get_cache().fetch_viewer(key, load, viewer, facts)
+    return render(entry, viewer, facts, flags, numbers)
 
 
 def init_app(app: Flask) -> SharedCache:

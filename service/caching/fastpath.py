@@ -46,7 +46,7 @@ from werkzeug.routing import Rule
 from service.api.errors import Overloaded, api_error_response
 from service.api.headers import CSP_API, SECURITY_HEADERS
 from service.caching.cache import SharedCache
-from service.caching.personalize import Fact, flag, header_of
+from service.caching.personalize import Fact, render, split
 from service.runtime import lifecycle, logs, metrics
 from service.security import auth
 
@@ -85,7 +85,6 @@ class Route:
     # For an entry the domain stores more in front of (e.g. a count that makes a Link header).
     split: Split | None = None
     facts: tuple[Fact, ...] = ()  # the per-viewer facts the entry may name
-    lead: int = 0  # lines of the entry in front of its facts header (what `split` takes off)
     signed_in: bool = False  # the view requires a token (an anonymous request goes to Flask for its 401)
 
 
@@ -166,26 +165,21 @@ class FastPath:
         if route.query is not None and query is None:
             return None
         key = route.key(values, query, viewer)
-        flags: dict[str, list[bool]] = {}
         try:
-            if viewer is None:
-                found = self.cache.lookup(key)
-            else:
-                seen = self.cache.lookup_viewer(key, viewer, route.facts, route.lead)
-                found, flags = (seen[:2], seen[2]) if seen is not None else (None, {})
+            found = self.cache.lookup(key, viewer, route.facts)
         except Overloaded as err:
             return self._shed(environ, rule, err, started)
         if found is None:
             return None
-        versioned, entry = found
+        versioned, entry, flags, numbers = found
         extra: list[tuple[str, str]] = []
         if route.split is not None:
             entry, extra = route.split(values, query, entry, partial(self.adapter.build, rule.endpoint, method="GET"))
-        header, body = header_of(entry)
-        if flags:
-            body = flag(body, header, flags)
+        if flags or numbers:
+            body = render(entry, viewer, route.facts, flags, numbers)
             etag = quote_etag(generate_etag(body))
         else:
+            body = split(entry)[2]
             etag = self._etag(versioned, body)
         self.cache.count_fast_path()
 

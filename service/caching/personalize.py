@@ -64,15 +64,69 @@ class Fact:
         return self.members is not None and self.generation is not None
 
 
-def shared(payload: Any, marks: Mapping[Fact, Iterable[tuple[str, int]]] | None = None) -> bytes:
-    """A cache entry for `payload`: per fact, the row id and body offset of each flag; a newline; the JSON body.
+@dataclass(frozen=True)
+class Count:
+    """A number that many entries show and that changes often, such as `favoritesCount` on an article.
+
+    Rather than drop every entry that shows it, a write that changes it bumps only the object's
+    count generation (`<prefix><id>`); an entry records the generation its number was read
+    under, and a read whose generation moved on takes the number from a small entry of its own
+    (service.caching.cache). `match` is the body field that names the object, `field` the number,
+    `query` selects `id` and `n` (the number) for the expanding `:ids`.
+    """
+
+    prefix: str
+    match: str
+    field: str
+    query: TextClause
+
+    def generation(self, row_id: int) -> str:
+        return f"{self.prefix}{row_id}"
+
+
+# The header's key for counts: [[generation, offset, digits, generation value or "0"], ...].
+COUNTS = "#"
+# Count by generation prefix: every Count declared (a cache read resolves a count's statement from its name).
+DECLARED_COUNTS: dict[str, Count] = {}
+
+
+def count(prefix: str, match: str, field: str, query: TextClause) -> Count:
+    """Declare a `Count` (its prefix names it in every entry, so it is unique)."""
+    declared = Count(prefix, match, field, query)
+    if DECLARED_COUNTS.setdefault(prefix, declared) is not declared:
+        raise ValueError(f"a count with the generation prefix {prefix!r} is declared twice")
+    return declared
+
+
+def shared(
+    payload: Any,
+    marks: Mapping[Fact, Iterable[tuple[str, int]]] | None = None,
+    counts: Mapping[Count, Iterable[tuple[str, int]]] | None = None,
+) -> bytes:
+    """A cache entry for `payload`: per fact, the row id and body offset of each flag; per count, where
+    each number is; a newline; the JSON body.
 
     `marks` maps each fact to (name in the body, row id) pairs. Every flag of a fact in the body
-    must be false (the anonymous view): ValueError otherwise, as a flag would be lost.
+    must be false (the anonymous view): ValueError otherwise, as a flag would be lost. `counts`
+    maps each count to (name in the body, row id) pairs likewise; their generations are recorded
+    when the entry is stored (`stamp`).
     """
     body = encode(payload)
-    header: dict[str, list[tuple[str, int]]] = {}
-    doc = orjson.loads(body) if marks else None
+    header: dict[str, list[Any]] = {}
+    doc = orjson.loads(body) if marks or counts else None
+    for kind, pairs in (counts or {}).items():
+        ids = dict(pairs)
+        if not ids:
+            continue
+        numbers = list(re.finditer(b'"' + re.escape(kind.field.encode()) + rb'":(-?\d+)', body))
+        objects = list(_holders(doc, kind.field))
+        if len(numbers) != len(objects):
+            raise ValueError(f"every {kind.field!r} of a shared entry must be an integer")
+        header.setdefault(COUNTS, []).extend(
+            [kind.generation(ids[name]), m.start(1), m.end(1) - m.start(1), "0"]
+            for name, m in zip((o.get(kind.match) for o in objects), numbers, strict=True)
+            if name in ids
+        )
     for fact, pairs in (marks or {}).items():
         if fact.name in header:
             raise ValueError(f"two facts named {fact.name!r} in one entry")
@@ -108,6 +162,70 @@ def header_of(entry: bytes) -> tuple[dict[str, list[list[Any]]], bytes]:
     """(the facts header, the body) of a `shared()` entry."""
     header, _, body = entry.partition(b"\n")
     return orjson.loads(header), body
+
+
+def split(entry: bytes) -> tuple[bytes, bytes, bytes]:
+    """(the lines a domain keeps in front, the header line, the body) of a stored entry.
+
+    The header is the first line that starts with `{`: a domain's own lines in front of it (e.g. a
+    count, service/comments) never do."""
+    at = 0 if entry.startswith(b"{") else entry.index(b"\n{") + 1
+    end = entry.index(b"\n", at)
+    return entry[:at], entry[at:end], entry[end + 1 :]
+
+
+def render(
+    entry: bytes,
+    viewer: int | None,
+    facts: Iterable[Fact],
+    flags: Mapping[str, Flags],
+    numbers: Mapping[int, int],
+) -> bytes:
+    """The stored `entry` as `viewer` sees it, without its header: the flags in `flags` set, those of
+    the other facts found by statement, and the numbers of the counts that moved on spliced in."""
+    front, line, body = split(entry)
+    if viewer is None and not numbers:
+        return front + body
+    header = orjson.loads(line)
+    if viewer is not None:
+        body = flag(body, header, {name: held for name, held in flags.items() if held is not None})
+        unknown = {
+            name: marks for name, marks in header.items() if marks and name != COUNTS and flags.get(name) is None
+        }
+        if unknown:
+            body = by_statement(body, unknown, viewer, facts)
+    if numbers:
+        body = splice(body, header[COUNTS], numbers)
+    return front + body
+
+
+def current_counts(conn: Connection, generations: Iterable[str]) -> dict[str, int]:
+    """The current number of each count generation (`<prefix><id>`), one statement per kind of count.
+
+    A generation whose row is gone is left out."""
+    wanted: dict[str, list[int]] = {}
+    for name in generations:
+        prefix = next(p for p in DECLARED_COUNTS if name.startswith(p))
+        wanted.setdefault(prefix, []).append(int(name[len(prefix) :]))
+    numbers: dict[str, int] = {}
+    for prefix, ids in wanted.items():
+        kind = DECLARED_COUNTS[prefix]
+        statement = kind.query.bindparams(bindparam("ids", ids, type_=BigInteger, expanding=True))
+        for row_id, number in conn.execute(statement):
+            numbers[kind.generation(row_id)] = int(number)
+    return numbers
+
+
+def splice(body: bytes, marks: list[list[Any]], numbers: Mapping[int, int]) -> bytes:
+    """`body` with the number of count mark i replaced by numbers[i] (the body may change length)."""
+    parts: list[bytes] = []
+    at = 0
+    for index in sorted(numbers, key=lambda i: marks[i][1]):
+        start, digits = marks[index][1], marks[index][2]
+        parts += [body[at:start], b"%d" % numbers[index]]
+        at = start + digits
+    parts.append(body[at:])
+    return b"".join(parts)
 
 
 def flag(body: bytes, header: Mapping[str, list[list[Any]]], flags: Mapping[str, list[bool]]) -> bytes:
@@ -157,7 +275,7 @@ def by_statement(
 
     KeyError when the header names a fact that is not among `facts` (a flag would silently stay false)."""
     by_name = {fact.name: fact for fact in facts}
-    wanted = [(by_name[name], pairs) for name, pairs in header.items() if pairs]
+    wanted = [(by_name[name], pairs) for name, pairs in header.items() if pairs and name != COUNTS]
     if not wanted:
         return body
     asked = [(fact, sorted({int(row_id) for row_id, _ in pairs})) for fact, pairs in wanted]

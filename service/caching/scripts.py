@@ -101,13 +101,16 @@ return n
 
 # A miss across workers and replicas (`SharedCache._load_once`): KEYS[1] is the
 # versioned entry, KEYS[2] its fill lock. Returns {1, value} when the entry is
-# there, {2} when this caller took the lock (ARGV[1] its token, ARGV[2] its
-# life in ms), {0} while another holds it.
+# there, {2, time} when this caller took the lock (ARGV[1] its token, ARGV[2] its
+# life in ms), {0, time} while another holds it; time is Redis's clock in microseconds (a load that
+# starts after it sees every write whose bump came before it: STAMP_SCRIPT).
 CLAIM_SCRIPT = """
 local value = redis.call('GET', KEYS[1])
 if value then return {1, value} end
-if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2} end
-return {0}
+local t = redis.call('TIME')
+local now = string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2]))
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2, now} end
+return {0, now}
 """
 
 # Store the entry (ARGV[2], TTL ARGV[3]) when ARGV[2] is given, and free the
@@ -118,35 +121,43 @@ if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
 return 1
 """
 
-# A read with a signed-in viewer's flags, in one round trip (service.caching.personalize). KEYS:
-# the entry's generations (epoch first), then their floors when ARGV[4] is '1', then the viewer's
-# generation of each fact. ARGV: the entry's base, the generations' TTL, the number of the entry's
-# generations, '1' with floors, the prefix of the viewer's sets, the number of lines before the
-# entry's facts header, then the name of each fact. The viewer's set of fact j is
-# `<set prefix><name>:<epoch>.<viewer's generation>` and always holds '0' (a set cannot be empty);
-# one that holds '-1' was too large to keep. Returns {key, floor, value or false, one reply per
-# fact}: false when the entry names no object for the fact, the set's key when the set is
-# missing (the caller builds it), else one 0/1 per id of the header, then 1 if the set was too large.
-VIEW_SCRIPT = """
+# Every read, in one round trip (service.caching.cache `_find`). KEYS: the entry's generations
+# (epoch first), then their floors when ARGV[4] is '1', then the viewer's generation of each fact.
+# ARGV: the entry's base (prefixed), the generations' TTL, the number of the entry's generations,
+# '1' with floors, the cache's key prefix, the viewer's set prefix ('vs:<viewer>:'), then the
+# name of each fact.
+#
+# The stored value is '=' then the entry: lines a domain keeps in front (never starting with '{'),
+# the header (service.caching.personalize) and the body. Returns {key, floor, value or false,
+# counts, one reply per fact}.
+# - counts: false when the header names none; else, for each count whose generation moved on
+#   since the entry recorded it, its index (from 1), its small entry's key and that entry or false.
+# - per fact: false when the entry names no object for it; the viewer's set key when that set is
+#   missing (the caller builds it); else one 0/1 per id of the header, then 1 if the set was too
+#   large to keep. The set of fact j is `vs:<viewer>:<name>:<epoch>.<viewer's generation>` and always
+#   holds '0' (a set cannot be empty); '-1' marks one too large to keep.
+READ_SCRIPT = """
 local n = tonumber(ARGV[3])
+local prefix = ARGV[5]
 local now = nil
-local function gens_of(first, count)
-  local keys = {}
-  for i = first, first + count - 1 do keys[#keys + 1] = KEYS[i] end
+local function clock()
+  if not now then
+    local t = redis.call('TIME')
+    now = string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2]))
+  end
+  return now
+end
+local function gens_of(keys)
   local vals = redis.call('MGET', unpack(keys))
-  for i = 1, count do
+  for i = 1, #keys do
     if not vals[i] then
-      if not now then
-        local t = redis.call('TIME')
-        now = string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2]))
-      end
-      vals[i] = now
-      redis.call('SET', keys[i], now, 'EX', ARGV[2])
+      vals[i] = clock()
+      redis.call('SET', keys[i], vals[i], 'EX', ARGV[2])
     end
   end
   return vals
 end
-local gens = gens_of(1, n)
+local gens = gens_of({unpack(KEYS, 1, n)})
 local floor = 0
 local first = n + 1
 if ARGV[4] == '1' then
@@ -159,30 +170,84 @@ if ARGV[4] == '1' then
 end
 local key = ARGV[1] .. ':' .. table.concat(gens, '.')
 local value = redis.call('GET', key)
-local reply = {key, string.format('%d', floor), value}
+local reply = {key, string.format('%d', floor), value, false}
 local m = #KEYS - first + 1
-if not value or m == 0 then return reply end
+if not value or (m == 0 and not string.find(value, '"#":[', 1, true)) then return reply end
 local at = 2  -- after the serializer's '=' (service.caching.cache.BytesSerializer)
-for s = 1, tonumber(ARGV[6]) do at = string.find(value, '\\n', at, true) + 1 end
-local header = cjson.decode(string.sub(value, at, string.find(value, '\\n', at, true) - 1))
-local viewer = gens_of(first, m)
+if string.sub(value, 2, 2) ~= '{' then at = string.find(value, '\\n{', 2, true) + 1 end
+local line = string.sub(value, at, string.find(value, '\\n', at, true) - 1)
+local with_counts = string.find(line, '"#":[', 1, true)
+if m == 0 and not with_counts then return reply end
+local header = cjson.decode(line)
+local epoch = gens[1]
+if with_counts and #header['#'] > 0 then
+  local marks = header['#']
+  local keys = {}
+  for i = 1, #marks do keys[i] = prefix .. 'g:' .. marks[i][1] end
+  local current = gens_of(keys)
+  local moved = {}
+  for i = 1, #marks do
+    if current[i] ~= marks[i][4] then
+      local small = prefix .. 'n:' .. marks[i][1] .. ':' .. epoch .. '.' .. current[i]
+      moved[#moved + 1] = i
+      moved[#moved + 1] = small
+      moved[#moved + 1] = redis.call('GET', small)
+    end
+  end
+  reply[4] = moved
+end
+if m == 0 then return reply end
+local viewer = gens_of({unpack(KEYS, first, #KEYS)})
 for j = 1, m do
   local marks = header[ARGV[6 + j]]
   if marks and #marks > 0 then
-    local set = ARGV[5] .. ARGV[6 + j] .. ':' .. gens[1] .. '.' .. viewer[j]
+    local set = prefix .. ARGV[6] .. ARGV[6 + j] .. ':' .. epoch .. '.' .. viewer[j]
     if redis.call('EXISTS', set) == 0 then
-      reply[3 + j] = set
+      reply[4 + j] = set
     else
       local ids = {}
       for i = 1, #marks do ids[i] = marks[i][1] end
       ids[#ids + 1] = '-1'
-      reply[3 + j] = redis.call('SMISMEMBER', set, unpack(ids))
+      reply[4 + j] = redis.call('SMISMEMBER', set, unpack(ids))
     end
   else
-    reply[3 + j] = false
+    reply[4 + j] = false
   end
 end
 return reply
+"""
+
+# Record, when an entry with counts is stored, the generation each of its numbers was read under
+# (service.caching.cache `_stamp`). KEYS: the counts' generations, then their floors when ARGV[4]
+# is '1'. ARGV: the Redis time before the entry's load began (ARGV[1]), the generations' TTL, the
+# entry's LSN floor, '1' with floors. A missing generation starts now. A generation moved after the
+# load began (or, with floors, by a commit past the entry's floor) may or may not be in the number
+# read, so it is recorded as '0', which no generation equals: reads then take the number from its
+# small entry. A missing generation had no bump since its last expiry (a bump during the load would
+# have set it), so it starts now and is recorded; the one case this misses is a generation bumped
+# during the load and evicted (maxmemory) before this script, within those milliseconds.
+STAMP_SCRIPT = """
+local n = #KEYS
+if ARGV[4] == '1' then n = n / 2 end
+local vals = redis.call('MGET', unpack(KEYS, 1, n))
+local floors = {}
+if ARGV[4] == '1' then floors = redis.call('MGET', unpack(KEYS, n + 1, 2 * n)) end
+local now = nil
+local started = tonumber(ARGV[1])
+local floor = tonumber(ARGV[3])
+for i = 1, n do
+  if not vals[i] then
+    if not now then
+      local t = redis.call('TIME')
+      now = string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2]))
+    end
+    vals[i] = now
+    redis.call('SET', KEYS[i], now, 'EX', ARGV[2])
+  elseif tonumber(vals[i]) > started or tonumber(floors[i] or '0') > floor then
+    vals[i] = '0'
+  end
+end
+return vals
 """
 
 # Build a viewer's set (KEYS[1]) once: '0', then ARGV[2..] (the ids, or '-1' for a set too large to

@@ -48,6 +48,5 @@ fastpath.serve(
         "Authorization",
         split=_page_links,
         facts=(FOLLOWING,),
-        lead=1,
     ),
 )

@@ -64,7 +64,7 @@ def list_for(slug: str, page: CommentPage, viewer: int | None) -> tuple[bytes, i
         return b"%d\n" % total + _shared(MultipleCommentsResponse(_comments(rows), total), rows)
 
     key = comments_key(slug, page.limit, page.offset)
-    total, _, body = cached(key, load, viewer, [FOLLOWING], lead=1).partition(b"\n")
+    total, _, body = cached(key, load, viewer, [FOLLOWING]).partition(b"\n")
     return body, int(total)
 
 

@@ -126,7 +126,7 @@ def test_a_dead_winner_that_keeps_its_lock_delays_the_others_by_one_bound(
     app = _app(pg_url, redis_url, shared_prefix, CACHE_FILL_WAIT=0.3)
     cache: SharedCache = app.extensions["shared_cache"]
     with app.app_context():
-        found = cache._find("overload", ["g"])
+        found = cache._find(("overload", ["g"]))
         assert found is not None and found[1] is None
         # A worker that took the fill lock and was killed: its lock would outlive the bound.
         cache.backend._write_client.set(shared_prefix + "fill:" + found[0], b"dead", px=10_000)

@@ -351,7 +351,8 @@ def test_a_viewers_flags_and_feed_follow_each_acknowledged_write_while_others_re
                     first = next(a for a in listed if a["slug"] == slugs[0])
                     seen = (article["favorited"], first["favorited"], article["author"]["following"])
                     seen += (first["author"]["following"], profile["following"], feed["articlesCount"] == 3)
-                    if seen != (on,) * 6:
+                    seen += (first["favoritesCount"] == 1, article["favoritesCount"] == 1)
+                    if seen != (on,) * 8:
                         wrong.append(f"step {step}: expected {on}, saw {seen}")
         finally:
             done = True

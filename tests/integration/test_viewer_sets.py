@@ -192,3 +192,62 @@ def test_a_favorite_that_changes_nothing_drops_no_cached_entry(
         for path in paths:
             assert client.get(path, headers=carol).status_code == 200
     assert statements == []
+
+
+def _count_of(body: Any, slug: str) -> int:
+    return int(next(a["favoritesCount"] for a in body["articles"] if a["slug"] == slug))
+
+
+def test_a_favorite_drops_no_list_page_and_every_page_shows_its_count(
+    app: Flask, client: FlaskClient, api: Api
+) -> None:
+    """The pages stay cached; the article's number comes from its count's small entry (one
+    statement for the first reader after the favorite, none after)."""
+    seeded = _seed(api)  # carol favorited the first article: its count is 1
+    alice, slug = auth(seeded["alice"]), seeded["slug"]
+    pages = ["/api/articles", "/api/articles?tag=go", "/api/articles?author=alice"]
+    for _ in range(2):
+        for path in pages:
+            client.get(path)
+        client.get("/api/articles/feed", headers=auth(seeded["carol"]))
+    assert all(_count_of(client.get(path).json, slug) == 1 for path in pages)
+    assert client.post(f"/api/articles/{slug}/favorite", headers=alice).status_code == 200
+    with count_statements(app) as statements:
+        counts = [_count_of(client.get(path).json, slug) for path in pages]
+        feed = client.get("/api/articles/feed", headers=auth(seeded["carol"])).json
+    assert counts == [2, 2, 2] and _count_of(feed, slug) == 2
+    assert len(statements) == 1 and "favorites_count" in statements[0]  # no page loaded again
+    with count_statements(app) as statements:
+        assert [_count_of(client.get(path).json, slug) for path in pages] == [2, 2, 2]
+    assert statements == []
+    mine = client.get("/api/articles?favorited=alice").json
+    assert [a["slug"] for a in mine["articles"]] == [slug]  # her favorited page did change
+    assert client.delete(f"/api/articles/{slug}/favorite", headers=alice).status_code == 200
+    assert [_count_of(client.get(path).json, slug) for path in pages] == [1, 1, 1]
+    assert client.get("/api/articles?favorited=alice").json["articlesCount"] == 0
+
+
+def test_a_favorite_racing_a_list_fill_is_on_the_page_after_it(
+    app: Flask, client: FlaskClient, api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The favorite commits and bumps after the page's rows were read and before the page is
+    stored: the page must not keep the old number under the new count generation."""
+    from service.articles import repository
+
+    seeded = _seed(api)
+    alice, slug = auth(seeded["alice"]), seeded["slug"]
+    read_rows = repository.list_articles
+    writes: list[int] = []
+
+    def rows_then_favorite(*args: Any, **kwargs: Any) -> Any:
+        rows = read_rows(*args, **kwargs)
+        if not writes:
+            writes.append(app.test_client().post(f"/api/articles/{slug}/favorite", headers=alice).status_code)
+        return rows
+
+    monkeypatch.setattr(repository, "list_articles", rows_then_favorite)
+    assert _count_of(client.get("/api/articles").json, slug) == 1  # read before the favorite
+    assert writes == [200]
+    monkeypatch.undo()
+    for _ in range(3):
+        assert _count_of(client.get("/api/articles").json, slug) == 2
