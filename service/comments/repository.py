@@ -28,11 +28,22 @@ SELECT_COMMENT = text(
     """
 )
 
+# What a new comment needs, in one statement: the article's id (NULL for an unknown slug) and the
+# author's profile (NULL when the account is gone). Always one row.
+SELECT_TARGET = text(
+    """
+    SELECT a.id AS article_id, u.username, u.bio, u.image
+    FROM (SELECT 1) AS one
+    LEFT JOIN articles a ON a.slug = :slug
+    LEFT JOIN users u ON u.id = :author_id
+    """
+)
+
 INSERT_COMMENT = text(
     """
     INSERT INTO comments (article_id, author_id, body, created_at, updated_at)
     VALUES (:article_id, :author_id, :body, :now, :now)
-    RETURNING id
+    RETURNING id, created_at, updated_at
     """
 )
 
@@ -54,10 +65,16 @@ def comment(conn: Connection, comment_id: int) -> Row[Any] | None:
     return conn.execute(SELECT_COMMENT, {"id": comment_id}).first()
 
 
-def insert_comment(conn: Connection, article_id: int, author_id: int, body: str, now: Any) -> int:
-    """The new comment's id."""
+def target(conn: Connection, slug: str, author_id: int) -> Row[Any]:
+    """(article_id, username, bio, image): the article of `slug` and the profile of `author_id`, each
+    column None when its row does not exist."""
+    return conn.execute(SELECT_TARGET, {"slug": slug, "author_id": author_id}).one()
+
+
+def insert_comment(conn: Connection, article_id: int, author_id: int, body: str, now: Any) -> Row[Any]:
+    """The new comment's (id, created_at, updated_at)."""
     params = {"article_id": article_id, "author_id": author_id, "body": body, "now": now}
-    return int(conn.execute(INSERT_COMMENT, params).scalar_one())
+    return conn.execute(INSERT_COMMENT, params).one()
 
 
 def delete_comment(conn: Connection, comment_id: int) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import Connection, Row
 
 from service.api import timefmt
+from service.api.endpoint import encode
 from service.api.errors import Forbidden, NotFound, messages
 from service.articles import repository as articles_repo
 from service.caching.cache import cached, get_cache
@@ -16,6 +17,7 @@ from service.comments import repository as repo
 from service.comments.cache_keys import comments_gen, comments_key
 from service.comments.schemas import Comment, CommentPage, MultipleCommentsResponse, SingleCommentResponse
 from service.profiles.cache_keys import FOLLOWING
+from service.profiles.schemas import Profile
 from service.profiles.service import to_profile
 from service.security import idempotency
 from service.storage import foreign_keys
@@ -78,12 +80,26 @@ def add(author_id: int, slug: str, body: str, key: idempotency.Key | None = None
         replay = idempotency.claim(conn, key)
         if replay is not None:
             return replay
-        article_id = _article_id(conn, slug)
-        with foreign_keys.referencing(conn, article=article_id, account=author_id):
-            comment_id = repo.insert_comment(conn, article_id, author_id, body, timefmt.now(db.dialect))
-        row = repo.comment(conn, comment_id)
-        assert row is not None
-        comment = personalize(_shared(SingleCommentResponse(_comments([row])[0]), [row]), author_id, [FOLLOWING], conn)
+        target = repo.target(conn, slug, author_id)
+        if target.article_id is None:
+            raise NotFound(messages.ARTICLE_NOT_FOUND)
+        if target.username is None:
+            raise foreign_keys.ACCOUNT.gone()
+        with foreign_keys.referencing(conn, article=target.article_id, account=author_id):
+            row = repo.insert_comment(conn, target.article_id, author_id, body, timefmt.now(db.dialect))
+        # The reader is the author, and following oneself is refused: `following` is false.
+        author = Profile(username=target.username, bio=target.bio, image=target.image, following=False)
+        comment = encode(
+            SingleCommentResponse(
+                Comment(
+                    id=row.id,
+                    createdAt=timefmt.iso(row.created_at),
+                    updatedAt=timefmt.iso(row.updated_at),
+                    body=body,
+                    author=author,
+                )
+            )
+        )
         idempotency.record(conn, key, comment)
     get_cache().bump([comments_gen(slug)])
     return idempotency.Reply(comment)

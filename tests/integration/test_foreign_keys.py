@@ -17,6 +17,7 @@ from sqlalchemy import Connection, text
 
 from service.api.errors import messages
 from service.articles import repository as articles_repo
+from service.comments import repository as comments_repo
 from service.profiles import repository as profiles_repo
 from service.security import idempotency
 from service.storage import foreign_keys
@@ -83,7 +84,7 @@ def test_a_comment_on_an_article_deleted_after_its_lookup_is_404_article_not_fou
     app: Flask, api: Api, slug: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     reader = api.register("reader")
-    vanish_after(monkeypatch, articles_repo, "article_by_slug", DELETE_ARTICLE, slug)
+    vanish_after(monkeypatch, comments_repo, "target", DELETE_ARTICLE, slug)
 
     assert error_messages(comment(api, slug, reader), 404) == [messages.ARTICLE_NOT_FOUND]
     assert count(app, "SELECT COUNT(*) FROM comments") == 0
@@ -122,7 +123,7 @@ def test_a_comment_by_an_account_deleted_after_the_article_lookup_is_401_account
     app: Flask, api: Api, slug: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     reader = api.register("reader")
-    vanish_after(monkeypatch, articles_repo, "article_by_slug", DELETE_USER, "reader")
+    vanish_after(monkeypatch, comments_repo, "target", DELETE_USER, "reader")
 
     assert error_messages(comment(api, slug, reader), 401) == [messages.ACCOUNT_GONE]
     assert count(app, "SELECT COUNT(*) FROM comments") == 0

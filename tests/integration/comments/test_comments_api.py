@@ -7,9 +7,11 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
+from sqlalchemy import text as sql
 
 from service.api.errors import messages
-from tests.conftest import Api, auth
+from service.storage.db import get_db
+from tests.conftest import Api, auth, count_statements
 from tests.integration.helpers import error_messages
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -47,6 +49,28 @@ def test_add_comment_returns_200_with_the_comment(client: FlaskClient, api: Api,
     assert ISO.match(comment["createdAt"])
     assert comment["author"] == {"username": "bob", "bio": None, "image": None, "following": False}
     assert comments(client, slug) == [comment]
+
+
+def test_a_comment_is_created_with_two_statements(client: FlaskClient, api: Api, slug: str) -> None:
+    bob = api.register("bob")
+    assert add(client, slug, bob, "warm").status_code == 200  # the token's account check is behind us
+    with count_statements(client.application) as statements:
+        assert add(client, slug, bob, "counted").status_code == 200
+    # The article's id with the author's profile, then the insert; SQLite adds its BEGIN IMMEDIATE.
+    # Nothing asks whether the author follows themselves: following oneself is refused.
+    expected = 2 if client.application.extensions["db"].dialect == "postgresql" else 3
+    assert len(statements) == expected, statements
+
+
+def test_a_comment_by_an_account_deleted_since_its_token_was_checked_is_401(
+    client: FlaskClient, api: Api, slug: str
+) -> None:
+    bob = api.register("bob")
+    assert add(client, slug, bob, "before").status_code == 200  # the token is now verified for a while
+    with client.application.app_context(), get_db().transaction() as conn:
+        conn.execute(sql("DELETE FROM users WHERE username = 'bob'"))
+    assert error_messages(add(client, slug, bob, "after"), 401) == [messages.ACCOUNT_GONE]
+    assert comments(client, slug) == []  # the first went with its account
 
 
 def test_comments_are_listed_newest_first(client: FlaskClient, api: Api, slug: str) -> None:
