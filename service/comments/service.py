@@ -12,7 +12,7 @@ from service.api.endpoint import encode
 from service.api.errors import Forbidden, NotFound, messages
 from service.articles import repository as articles_repo
 from service.caching.cache import cached, get_cache
-from service.caching.personalize import personalize, shared
+from service.caching.personalize import shared
 from service.comments import repository as repo
 from service.comments.cache_keys import comments_gen, comments_key
 from service.comments.schemas import Comment, CommentPage, MultipleCommentsResponse, SingleCommentResponse
