@@ -46,6 +46,10 @@ def _cache_headers(resp: Response) -> Response:
         resp.vary.add("Authorization")
     else:
         resp.headers["Cache-Control"] = "public, no-cache"
+    if request.url_rule is not None and request.url_rule.endpoint in current_app.extensions.get(
+        "encoded_endpoints", ()
+    ):
+        resp.vary.add("Accept-Encoding")  # the cache's fast path may send these gzip (service.caching.encoding)
     resp.add_etag()
     return resp.make_conditional(request)
 

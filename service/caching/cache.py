@@ -63,6 +63,7 @@ from flask_caching import Cache as FlaskCache
 from gevent.event import AsyncResult
 
 from service.api.errors import Overloaded
+from service.caching import encoding
 from service.caching.keys import EPOCH, Key
 from service.caching.keys import key_family as key_family  # declared here for the domains: cache.key_family
 from service.caching.personalize import COUNTS, Fact, Flags, current_counts, members, render, split
@@ -89,8 +90,9 @@ FILL_POLL_SECONDS = 0.01
 
 # A viewer's set marked too large to keep (service.caching.personalize.MAX_SET): flags by statement.
 TOO_LARGE = "too large"
-# A hit: (versioned key, entry, the viewer's flags per fact, the numbers of counts that moved on, by mark).
-Hit = tuple[str, bytes, dict[str, list[bool]], dict[int, int]]
+# A hit: (versioned key, entry, the viewer's flags per fact, the numbers of counts that moved on, by mark,
+# whether the entry is its gzip variant).
+Hit = tuple[str, bytes, dict[str, list[bool]], dict[int, int], bool]
 
 
 class Found(NamedTuple):
@@ -101,6 +103,7 @@ class Found(NamedTuple):
     floor: int  # the LSN floor of its generations (0 without read replicas)
     moved: list[tuple[int, str, int | None]]  # counts whose generation moved on: (mark, small entry key, number)
     facts: list[Any]  # per kept fact: None (names nothing), a set key to build, TOO_LARGE, or the flags
+    gzipped: bool = False  # value is the entry's gzip variant (service.caching.encoding)
 
 
 class BytesSerializer(BaseSerializer):
@@ -247,7 +250,7 @@ class SharedCache:
             return [self._local_gens.get(name) or self._set_local_generation(name) for name in names]
         prefix = self.backend._get_prefix()
         try:  # the read path's script, so missing generations start the same way
-            args = [prefix + "generations", self.gen_ttl, len(names), 1 if self.floors else 0, prefix, ""]
+            args = [prefix + "generations", self.gen_ttl, len(names), 1 if self.floors else 0, prefix, "", 0]
             reply = self._read(keys=self._lookup_keys(prefix, names), args=args)
         except Exception as exc:
             self._failed("read", exc)
@@ -259,10 +262,16 @@ class SharedCache:
         return keys + [prefix + "f:" + n for n in names] if self.floors else keys
 
     def _find(
-        self, key_and_gens: Key, viewer: int | None = None, kept: Sequence[Fact] = (), count_misses: bool = True
+        self,
+        key_and_gens: Key,
+        viewer: int | None = None,
+        kept: Sequence[Fact] = (),
+        count_misses: bool = True,
+        gzip: bool = False,
     ) -> Found | None:
-        """What one read of the entry finds (with the viewer's sets of `kept` facts); None when the cache
-        is unavailable. One round trip on Redis (READ_SCRIPT).
+        """What one read of the entry finds (with the viewer's sets of `kept` facts; with `gzip`, for an
+        anonymous reader, the gzip variant when the body needs no change); None when the cache is
+        unavailable. One round trip on Redis (READ_SCRIPT).
 
         Raises Overloaded when every Redis connection stayed busy for CACHE_POOL_WAIT.
         """
@@ -271,10 +280,11 @@ class SharedCache:
         base, names = key_and_gens
         names = [EPOCH, *names]
         if self._read is None:
-            return self._find_local(base, names, viewer, kept, count_misses)
+            return self._find_local(base, names, viewer, kept, count_misses, gzip and viewer is None)
         prefix = self.backend._get_prefix()
         keys = self._lookup_keys(prefix, names)
-        args = [prefix + base, self.gen_ttl, len(names), 1 if self.floors else 0, prefix, f"vs:{viewer}:"]
+        gz = 1 if gzip and viewer is None else 0
+        args = [prefix + base, self.gen_ttl, len(names), 1 if self.floors else 0, prefix, f"vs:{viewer}:", gz]
         if viewer is not None:
             keys += [prefix + "g:" + fact.generation(viewer) for fact in kept]  # type: ignore[misc]
             args += [fact.name for fact in kept]
@@ -291,8 +301,11 @@ class SharedCache:
         for at in range(0, len(counts), 3):
             number = counts[at + 2]
             moved.append((int(counts[at]) - 1, counts[at + 1].decode(), None if number is None else int(number)))
+        if gz and len(reply) > 4 and reply[4] == 1:
+            return Found(reply[0].decode()[len(prefix) :], value, int(reply[1]), moved, [], gzipped=True)
         facts: list[Any] = []
-        for reply_of_fact in list(reply[4:]) + [None] * (len(kept) + 4 - len(reply)):
+        replies = list(reply[4 : 4 + len(kept)]) if viewer is not None else []
+        for reply_of_fact in replies + [None] * (len(kept) - len(replies)):
             if type(reply_of_fact) is list:
                 facts.append(TOO_LARGE if reply_of_fact[-1] else [bool(on) for on in reply_of_fact[:-1]])
             else:
@@ -300,7 +313,7 @@ class SharedCache:
         return Found(reply[0].decode()[len(prefix) :], value, int(reply[1]), moved, facts)
 
     def _find_local(
-        self, base: str, names: list[str], viewer: int | None, kept: Sequence[Fact], count_misses: bool
+        self, base: str, names: list[str], viewer: int | None, kept: Sequence[Fact], count_misses: bool, gzip: bool
     ) -> Found | None:
         """`_find` on the in-process backend: the same answers from this process's generations and entries."""
         gens = self.generations(names)
@@ -312,8 +325,10 @@ class SharedCache:
         value = self.get(key, count_misses)
         moved: list[tuple[int, str, int | None]] = []
         facts: list[Any] = []
-        if value is None or (viewer is None and b'"#":[' not in value):
+        if value is None:
             return Found(key, value, floor, moved, facts)
+        if viewer is None and b'"#":[' not in value:
+            return self._gzipped_local(Found(key, value, floor, moved, facts), gzip)
         header = orjson.loads(split(value)[1])
         for index, mark in enumerate(header.get(COUNTS, ())):
             current = self._local_gens.get(mark[0]) or self._set_local_generation(mark[0])
@@ -338,18 +353,29 @@ class SharedCache:
             else:
                 held = {int(i) for i in stored.split(b",") if i}
                 facts.append([int(row_id) in held for row_id, _ in marks])
-        return Found(key, value, floor, moved, facts)
+        found = Found(key, value, floor, moved, facts)
+        return self._gzipped_local(found, gzip) if viewer is None and not moved else found
 
-    def lookup(self, key_and_gens: Key, viewer: int | None = None, facts: Sequence[Fact] = ()) -> Hit | None:
+    def _gzipped_local(self, found: Found, gzip: bool) -> Found:
+        """`found` with the entry's gzip variant, when asked for and stored (in-process)."""
+        variant = self.get(found.key + encoding.SUFFIX, count_misses=False) if gzip else None
+        return found if variant is None else found._replace(value=variant, gzipped=True)
+
+    def lookup(
+        self, key_and_gens: Key, viewer: int | None = None, facts: Sequence[Fact] = (), gzip: bool = False
+    ) -> Hit | None:
         """A hit that needs nothing from the database: (versioned key, entry, the viewer's flags of each
-        fact the entry names, the counts that moved on); None otherwise, for a caller that then goes the
-        full way (`fetch_viewer`, which counts the miss). Raises Overloaded when the pool stayed busy."""
+        fact the entry names, the counts that moved on, whether the entry is its gzip variant: asked
+        for with `gzip`); None otherwise, for a caller that then goes the full way (`fetch_viewer`,
+        which counts the miss). Raises Overloaded when the pool stayed busy."""
         kept = [fact for fact in facts if fact.kept] if viewer is not None else []
         if len(kept) != len(facts) and viewer is not None:
             return None
-        found = self._find(key_and_gens, viewer, kept, count_misses=False)
+        found = self._find(key_and_gens, viewer, kept, count_misses=False, gzip=gzip)
         if found is None or found.value is None:
             return None
+        if found.gzipped:
+            return found.key, found.value, {}, {}, True
         numbers: dict[int, int] = {}
         for index, _, number in found.moved:
             if number is None:
@@ -361,7 +387,7 @@ class SharedCache:
                 flags[fact.name] = held
             elif held is not None:
                 return None  # a set to build, or one too large to keep
-        return found.key, found.value, flags, numbers
+        return found.key, found.value, flags, numbers, False
 
     def fetch_viewer(
         self, key_and_gens: Key, load: Callable[[], bytes], viewer: int | None, facts: Sequence[Fact]
@@ -585,6 +611,9 @@ class SharedCache:
             started = time.time_ns() // 1000  # the clock in-process generations come from
             value = self._stamp(load(), started, floor)
             self.put(key, value)
+            variant = encoding.compressed(value)
+            if variant is not None:
+                self.put(key + encoding.SUFFIX, variant)
             return value
         prefix = self.backend._get_prefix()
         keys = [prefix + key, prefix + "fill:" + key]
@@ -622,7 +651,12 @@ class SharedCache:
             if token is not None:
                 self._fill_script(keys, [token])
             raise
-        self._fill_script(keys, [token or "", self.backend.serializer.dumps(value), self.ttl])
+        dumps = self.backend.serializer.dumps
+        variant = encoding.compressed(value)
+        if variant is None:
+            self._fill_script(keys, [token or "", dumps(value), self.ttl])
+        else:
+            self._fill_script([*keys, keys[0] + encoding.SUFFIX], [token or "", dumps(value), self.ttl, dumps(variant)])
         return value
 
     def _stamp(self, entry: bytes, started: int, floor: int) -> bytes:

@@ -45,6 +45,7 @@ from werkzeug.routing import Rule
 
 from service.api.errors import Overloaded, api_error_response
 from service.api.headers import CSP_API, SECURITY_HEADERS
+from service.caching import encoding
 from service.caching.cache import SharedCache
 from service.caching.personalize import Fact, render, split
 from service.runtime import lifecycle, logs, metrics
@@ -165,17 +166,22 @@ class FastPath:
         if route.query is not None and query is None:
             return None
         key = route.key(values, query, viewer)
+        gzip = viewer is None and encoding.accepts_gzip(environ.get("HTTP_ACCEPT_ENCODING"))
         try:
-            found = self.cache.lookup(key, viewer, route.facts)
+            found = self.cache.lookup(key, viewer, route.facts, gzip)
         except Overloaded as err:
             return self._shed(environ, rule, err, started)
         if found is None:
             return None
-        versioned, entry, flags, numbers = found
+        versioned, entry, flags, numbers, gzipped = found
         extra: list[tuple[str, str]] = []
         if route.split is not None:
             entry, extra = route.split(values, query, entry, partial(self.adapter.build, rule.endpoint, method="GET"))
-        if flags or numbers:
+        if gzipped:
+            _, line, body = split(entry)
+            etag = encoding.etag_of(line)
+            extra.append(("Content-Encoding", "gzip"))
+        elif flags or numbers:
             body = render(entry, viewer, route.facts, flags, numbers)
             etag = quote_etag(generate_etag(body))
         else:
@@ -194,8 +200,7 @@ class FastPath:
         headers.extend(SECURITY_HEADERS.items())
         headers.append(("Content-Security-Policy", CSP_API))
         headers.append(("Cache-Control", route.cache_control))
-        if route.vary is not None:
-            headers.append(("Vary", route.vary))
+        headers.append(("Vary", f"{route.vary}, Accept-Encoding" if route.vary else "Accept-Encoding"))
         headers.append(("ETag", etag))
         headers.append(("Date", _date(int(time.time()))))
         headers.append(("X-Request-Id", request_id))
@@ -264,5 +269,9 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
 
 
 def install(app: Flask, cache: SharedCache) -> None:
-    """Wrap the app's WSGI callable, keeping the Flask object reachable (Flask's documented pattern)."""
+    """Wrap the app's WSGI callable, keeping the Flask object reachable (Flask's documented pattern).
+
+    The routes it serves may answer gzip: their responses from Flask say `Vary: Accept-Encoding` too
+    (service.api.httpcache reads `encoded_endpoints`)."""
     app.wsgi_app = FastPath(app.wsgi_app, app, cache)  # type: ignore[method-assign]
+    app.extensions["encoded_endpoints"] = frozenset(ROUTES)

@@ -113,10 +113,12 @@ if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2, now}
 return {0, now}
 """
 
-# Store the entry (ARGV[2], TTL ARGV[3]) when ARGV[2] is given, and free the
-# fill lock if it is still this caller's (token ARGV[1]): one round trip.
+# Store the entry (ARGV[2], TTL ARGV[3]) when ARGV[2] is given, and its gzip variant (ARGV[4]) under
+# KEYS[3] when given (service.caching.encoding), and free the fill lock if it is still this caller's
+# (token ARGV[1]): one round trip.
 FILL_SCRIPT = """
 if ARGV[2] then redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) end
+if ARGV[4] then redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[3]) end
 if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
 return 1
 """
@@ -124,12 +126,13 @@ return 1
 # Every read, in one round trip (service.caching.cache `_find`). KEYS: the entry's generations
 # (epoch first), then their floors when ARGV[4] is '1', then the viewer's generation of each fact.
 # ARGV: the entry's base (prefixed), the generations' TTL, the number of the entry's generations,
-# '1' with floors, the cache's key prefix, the viewer's set prefix ('vs:<viewer>:'), then the
-# name of each fact.
+# '1' with floors, the cache's key prefix, the viewer's set prefix ('vs:<viewer>:'), '1' when an
+# anonymous client accepts gzip, then the name of each fact.
 #
 # The stored value is '=' then the entry: lines a domain keeps in front (never starting with '{'),
 # the header (service.caching.personalize) and the body. Returns {key, floor, value or false,
-# counts, one reply per fact}.
+# counts, one reply per fact}; with ARGV[7] '1' and nothing to change in the body (no fact, no count
+# that moved on), the value is the entry's gzip variant when there is one, and the reply ends with 1.
 # - counts: false when the header names none; else, for each count whose generation moved on
 #   since the entry recorded it, its index (from 1), its small entry's key and that entry or false.
 # - per fact: false when the entry names no object for it; the viewer's set key when that set is
@@ -172,12 +175,22 @@ local key = ARGV[1] .. ':' .. table.concat(gens, '.')
 local value = redis.call('GET', key)
 local reply = {key, string.format('%d', floor), value, false}
 local m = #KEYS - first + 1
-if not value or (m == 0 and not string.find(value, '"#":[', 1, true)) then return reply end
+local function gzipped()
+  if ARGV[7] ~= '1' or m > 0 then return reply end
+  local z = redis.call('GET', key .. ':gz')
+  if z then
+    reply[3] = z
+    reply[5] = 1
+  end
+  return reply
+end
+if not value then return reply end
+if m == 0 and not string.find(value, '"#":[', 1, true) then return gzipped() end
 local at = 2  -- after the serializer's '=' (service.caching.cache.BytesSerializer)
 if string.sub(value, 2, 2) ~= '{' then at = string.find(value, '\\n{', 2, true) + 1 end
 local line = string.sub(value, at, string.find(value, '\\n', at, true) - 1)
 local with_counts = string.find(line, '"#":[', 1, true)
-if m == 0 and not with_counts then return reply end
+if m == 0 and not with_counts then return gzipped() end
 local header = cjson.decode(line)
 local epoch = gens[1]
 if with_counts and #header['#'] > 0 then
@@ -196,12 +209,15 @@ if with_counts and #header['#'] > 0 then
   end
   reply[4] = moved
 end
-if m == 0 then return reply end
+if m == 0 then
+  if reply[4] and #reply[4] > 0 then return reply end
+  return gzipped()
+end
 local viewer = gens_of({unpack(KEYS, first, #KEYS)})
 for j = 1, m do
-  local marks = header[ARGV[6 + j]]
+  local marks = header[ARGV[7 + j]]
   if marks and #marks > 0 then
-    local set = prefix .. ARGV[6] .. ARGV[6 + j] .. ':' .. epoch .. '.' .. viewer[j]
+    local set = prefix .. ARGV[6] .. ARGV[7 + j] .. ':' .. epoch .. '.' .. viewer[j]
     if redis.call('EXISTS', set) == 0 then
       reply[4 + j] = set
     else
