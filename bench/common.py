@@ -18,6 +18,7 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
 SCENARIOS: dict[str, str] = {
     "anon_list": "GET /api/articles",
     "anon_list_page40": "GET /api/articles?offset=780&limit=20",
+    "anon_list_gzip": "GET /api/articles (Accept-Encoding: gzip)",
     "auth_list": "GET /api/articles (auth)",
     "article": "GET /api/articles/<slug>",
     "profile": "GET /api/profiles/<username>",

@@ -31,6 +31,7 @@ Scenarios (wrk Lua scripts in bench/wrk/):
 
   anon_list         GET /api/articles, anonymous
   anon_list_page40  GET /api/articles?offset=780&limit=20 (page 40, to compare with page 1)
+  anon_list_gzip    GET /api/articles with Accept-Encoding: gzip (the stored gzip variant)
   auth_list         GET /api/articles with Authorization: Token <random user>
   article           GET /api/articles/<random slug>
   profile           GET /api/profiles/<random username>
