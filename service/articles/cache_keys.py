@@ -1,11 +1,11 @@
 """What the shared cache knows of articles, lists and the feed: keys, generations, the `favorited`
 fact and the `favoritesCount` count.
 
-One generation per article where a write targets it (update, favorite), and LISTS, bumped by
+One generation per article where a write targets it (update, delete), and LISTS, bumped by
 an article created, changed or deleted, for every list (a new article shows on many pages at
-once). A favorite drops no list page: it bumps the article's count generation (its number on the
-pages comes from the count's small entry until the page is filled again), the favoriter's
-`?favorited=` pages and their own `favorited` flags.
+once). A favorite drops no page, not even the article's own: it bumps the article's count
+generation (its number on every page comes from the count's small entry until the page is filled
+again), the favoriter's `?favorited=` pages and their own `favorited` flags.
 """
 
 from __future__ import annotations

@@ -144,7 +144,11 @@ def _shared_page(conn: Connection, rows: Sequence[Row[Any]], total: int) -> byte
 def _article_bytes(conn: Connection, slug: str) -> bytes:
     row = _require(conn, slug)
     article = SingleArticleResponse(_article(conn, row))
-    return shared(article, {FAVORITED: [(row.slug, row.id)], FOLLOWING: [(row.username, row.author_id)]})
+    return shared(
+        article,
+        {FAVORITED: [(row.slug, row.id)], FOLLOWING: [(row.username, row.author_id)]},
+        {FAVORITES_COUNT: [(row.slug, row.id)]},
+    )
 
 
 def get(slug: str, viewer: int | None) -> bytes:
@@ -236,11 +240,5 @@ def set_favorite(viewer: int, slug: str, favorite: bool) -> bytes:
         article = personalize(_article_bytes(conn, slug), viewer, ARTICLE_FACTS, conn)
         username = repo.username_of(conn, viewer) if changed else None
     if username is not None:  # a repeat changed no row: every cached entry is still right
-        gens = [
-            article_gen(slug),
-            FAVORITES_COUNT.generation(row.id),
-            favorites_gen(viewer),
-            favorited_by_gen(username),
-        ]
-        get_cache().bump(gens)
+        get_cache().bump([FAVORITES_COUNT.generation(row.id), favorites_gen(viewer), favorited_by_gen(username)])
     return article
