@@ -1,14 +1,19 @@
 """What the shared cache knows of articles, lists and the feed: keys, generations, the `favorited`
 fact and the `favoritesCount` count.
 
-One generation per article where a write targets it (update, delete), and LISTS, bumped by
-an article created, changed or deleted, for every list (a new article shows on many pages at
-once). A favorite drops no page, not even the article's own: it bumps the article's count
+One generation per article where a write targets it (update, delete), and LISTS, bumped by an
+article changed or deleted, for every list and feed (either can change any page). A new article
+drops only the pages that can hold it (`new_article_gens`): unfiltered pages and every feed
+(NEW_ARTICLES: a feed's followers cannot be listed), and the pages of its tags and of its author.
+A page filtered by `favorited` cannot hold it (a new article has no favorites), so it needs none
+of these. A favorite drops no page, not even the article's own: it bumps the article's count
 generation (its number on every page comes from the count's small entry until the page is filled
 again), the favoriter's `?favorited=` pages and their own `favorited` flags.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from sqlalchemy import text
 
@@ -20,6 +25,7 @@ from service.caching.personalize import Fact
 from service.profiles.cache_keys import FOLLOWING, PROFILES, follows_gen
 
 LISTS = "lists"
+NEW_ARTICLES = "lists:new"
 
 # `favorited` on every article object, by slug.
 FAVORITED = Fact(
@@ -47,6 +53,21 @@ def favorited_by_gen(username: str) -> str:
     return f"favorited-by:{username}"
 
 
+def tag_lists_gen(tag: str) -> str:
+    """The `?tag=` pages of `tag`: bumped by a new article with that tag."""
+    return f"lists:tag:{tag}"
+
+
+def author_lists_gen(username: str) -> str:
+    """The `?author=` pages of `username`: bumped by their new article."""
+    return f"lists:author:{username}"
+
+
+def new_article_gens(author: str, tags: Iterable[str]) -> list[str]:
+    """What a new article by `author` with `tags` bumps: the pages that can hold it (list_key, feed_key)."""
+    return [NEW_ARTICLES, author_lists_gen(author), *map(tag_lists_gen, tags)]
+
+
 def favorites_gen(user_id: int) -> str:
     """What `user_id` favorited: bumped on their favorite and unfavorite (their `favorited` flags)."""
     return f"favorites:{user_id}"
@@ -61,15 +82,20 @@ def article_key(slug: str) -> list[str]:
     return [article_gen(slug), PROFILES]
 
 
-@cache.key_family("l3")
+@cache.key_family("l4")  # "l3" pages: a new article bumped LISTS
 def list_key(tag: str | None, author: str | None, favorited: str | None, limit: int, offset: int) -> list[str]:
-    return [LISTS, PROFILES] if favorited is None else [LISTS, PROFILES, favorited_by_gen(favorited)]
+    """A list page: a new article can be on it unless `favorited` is given (see the module doc)."""
+    if favorited is not None:
+        return [LISTS, PROFILES, favorited_by_gen(favorited)]
+    filters = [] if tag is None else [tag_lists_gen(tag)]
+    filters += [] if author is None else [author_lists_gen(author)]
+    return [LISTS, PROFILES, *(filters or [NEW_ARTICLES])]
 
 
-@cache.key_family("f3")
+@cache.key_family("f4")  # "f3" pages: a new article bumped LISTS
 def feed_key(viewer: int, limit: int, offset: int) -> list[str]:
     """The viewer's own feed page: which articles it holds depends on whom they follow."""
-    return [follows_gen(viewer), LISTS, PROFILES]
+    return [follows_gen(viewer), LISTS, PROFILES, NEW_ARTICLES]
 
 
 # Anonymous hits of these reads are answered ahead of Flask (service.caching.fastpath).

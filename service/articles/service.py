@@ -34,6 +34,7 @@ from service.articles.cache_keys import (
     favorites_gen,
     feed_key,
     list_key,
+    new_article_gens,
 )
 from service.articles.schemas import (
     Article,
@@ -142,7 +143,10 @@ def _shared_page(conn: Connection, rows: Sequence[Row[Any]], total: int) -> byte
 
 
 def _article_bytes(conn: Connection, slug: str) -> bytes:
-    row = _require(conn, slug)
+    return _article_entry(conn, _require(conn, slug))
+
+
+def _article_entry(conn: Connection, row: Row[Any]) -> bytes:
     article = SingleArticleResponse(_article(conn, row))
     return shared(
         article,
@@ -185,9 +189,10 @@ def create(author_id: int, new: NewArticle, key: idempotency.Key | None = None) 
                 raise Unavailable()
         with foreign_keys.referencing(conn, article=article_id):
             repo.insert_tags(conn, article_id, tags)
-        article = personalize(_article_bytes(conn, slug), author_id, ARTICLE_FACTS, conn)
+        row = _require(conn, slug)
+        article = personalize(_article_entry(conn, row), author_id, ARTICLE_FACTS, conn)
         idempotency.record(conn, key, article)
-    get_cache().bump([LISTS, TAGS])
+    get_cache().bump([*new_article_gens(row.username, tags), TAGS])
     return idempotency.Reply(article)
 
 

@@ -1,6 +1,7 @@
 """Every cached place shows a write on the next read: the feed after a follow or an
-unfollow, and lists, articles, comments, feeds and profiles after an author renames
-themselves or changes their bio or image.
+unfollow, lists, articles, comments, feeds and profiles after an author renames
+themselves or changes their bio or image, and every page that can hold a new article
+after it is published (while the pages that cannot stay cached).
 
 Each test fills the cache first (the same reads twice, the second a hit), then
 writes, then reads again. They run on every stack of the `app` fixture: the in-process
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from tests.conftest import Api, auth
+from tests.conftest import Api, auth, count_statements
 
 
 def _hits(app: Flask) -> int:
@@ -117,3 +118,45 @@ def test_every_cached_place_that_shows_an_author_shows_their_profile_change(app:
     if field == "username":
         assert api.client.get("/api/profiles/author").status_code == 404
         assert _get(api, "/api/articles?author=author") == {"articles": [], "articlesCount": 0}
+
+
+def test_a_new_article_shows_on_every_page_that_can_hold_it_and_drops_no_other(app: Flask, api: Api) -> None:
+    """Pages of its tags, its author, no filter, and every feed show it at once; a page of another
+    tag, another author or someone's favorites (a new article has none) stays cached."""
+    alice, bob, carol = api.register("alice"), api.register("bob"), api.register("carol")
+    api.create_article(alice, "Old by alice", tags=["go"])
+    bobs = api.create_article(bob, "Old by bob", tags=["rust"])["slug"]
+    assert api.client.post(f"/api/articles/{bobs}/favorite", headers=auth(carol)).status_code == 200
+    assert api.client.post("/api/profiles/alice/follow", headers=auth(carol)).status_code == 200
+    shown = {
+        "/api/articles": 2,
+        "/api/articles?limit=1": 2,
+        "/api/articles?tag=go": 1,
+        "/api/articles?tag=fresh": 0,
+        "/api/articles?author=alice": 1,
+        "/api/articles?tag=go&author=alice": 1,
+    }
+    kept = [
+        "/api/articles?tag=rust",
+        "/api/articles?author=bob",
+        "/api/articles?favorited=carol",
+        "/api/articles?favorited=carol&tag=go",
+        "/api/articles?tag=rust&author=bob",
+    ]
+    for _ in range(2):  # the second round is all hits
+        for path in [*shown, *kept]:
+            _get(api, path)
+        _get(api, "/api/articles/feed", carol)
+    before = {path: _get(api, path) for path in kept}
+
+    slug = api.create_article(alice, "New by alice", tags=["go", "fresh"])["slug"]
+
+    for path, count in shown.items():
+        page = _get(api, path)
+        assert (page["articles"][0]["slug"], page["articlesCount"]) == (slug, count + 1), path
+    feed = _get(api, "/api/articles/feed", carol)
+    assert (feed["articles"][0]["slug"], feed["articlesCount"]) == (slug, 2)
+    with count_statements(app) as statements:
+        after = {path: _get(api, path) for path in kept}
+    assert after == before
+    assert statements == []

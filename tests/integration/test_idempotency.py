@@ -25,7 +25,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from service.api import timefmt
-from service.articles.cache_keys import LISTS
+from service.articles.cache_keys import NEW_ARTICLES
 from service.articles.schemas import NewArticle, NewArticleRequest
 from service.caching import cache
 from service.security import idempotency
@@ -57,7 +57,7 @@ def at(app: Flask, moment: datetime) -> Any:
 
 def generations(app: Flask) -> list[int]:
     with app.app_context():
-        gens = cache.get_cache().generations([LISTS, TAGS])
+        gens = cache.get_cache().generations([NEW_ARTICLES, TAGS])
     assert gens is not None
     return gens
 
