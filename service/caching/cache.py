@@ -404,8 +404,17 @@ class SharedCache:
         if found is None:
             return load(), {}, {}
         if found.value is None:
-            return self._fill_miss(found.key, found.floor, load), {}, {}
+            value, own = self._fill_miss(found.key, found.floor, load)
+            if own or b'"#":[' not in value:
+                return value, {}, {}
+            # Another request's load (in this worker or another): it may have read a count before a
+            # bump this read came after, and a count is not in the key. Read it again, as a hit.
+            again = self._find(key_and_gens, viewer, kept)
+            if again is None or again.value is None:
+                return load(), {}, {}
+            found = again
         entry = found.value
+        assert entry is not None
         flags: dict[str, Flags] = {}
         for fact, held in zip(kept, found.facts, strict=True):
             if type(held) is list:
@@ -568,22 +577,23 @@ class SharedCache:
             raise ValueError("an entry with counts is read with cache.cached(), which applies them")
         return entry
 
-    def _fill_miss(self, key: str, floor: int, load: Callable[[], bytes]) -> bytes:
-        """`load()`'s result stored under versioned `key`: once per worker, and with Redis once across workers."""
+    def _fill_miss(self, key: str, floor: int, load: Callable[[], bytes]) -> tuple[bytes, bool]:
+        """`load()`'s result stored under versioned `key`: once per worker, and with Redis once across
+        workers; and whether this caller's own `load()` made it (else another request's did)."""
         pending = self._inflight.get(key)
         if pending is not None:
             result: bytes = pending.get()
-            return result
+            return result, False
         pending = self._inflight[key] = AsyncResult()
         try:
-            value = self._load_once(key, partial(self._load_above, floor, load) if floor else load, floor)
+            value, own = self._load_once(key, partial(self._load_above, floor, load) if floor else load, floor)
         except BaseException as exc:
             pending.set_exception(exc)
             raise
         finally:
             self._inflight.pop(key, None)
         pending.set(value)
-        return value
+        return value, own
 
     @staticmethod
     def _load_above(floor: int, load: Callable[[], bytes]) -> bytes:
@@ -597,7 +607,7 @@ class SharedCache:
         finally:
             g.db_fill_floor = outer
 
-    def _load_once(self, key: str, load: Callable[[], bytes], floor: int = 0) -> bytes:
+    def _load_once(self, key: str, load: Callable[[], bytes], floor: int = 0) -> tuple[bytes, bool]:
         """`load()`'s result for versioned `key`, stored; at most one load at a time across workers.
 
         A short Redis lock per versioned key (SET NX PX with a token) elects the
@@ -614,7 +624,7 @@ class SharedCache:
             variant = encoding.compressed(value)
             if variant is not None:
                 self.put(key + encoding.SUFFIX, variant)
-            return value
+            return value, True
         prefix = self.backend._get_prefix()
         keys = [prefix + key, prefix + "fill:" + key]
         token = secrets.token_hex(8)
@@ -625,19 +635,19 @@ class SharedCache:
                 reply = self._claim(keys=keys, args=[token, max(int(self.fill_wait * 1000), 1)])
             except Exception as exc:
                 self._shed("read", exc)
-                return load()  # Redis failed: fail open, the breaker is open now
+                return load(), True  # Redis failed: fail open, the breaker is open now
             if reply[0] == 1:  # filled by another worker (the miss was counted already)
                 filled: bytes = self.backend.serializer.loads(reply[1])
-                return filled
+                return filled, False
             if reply[0] == 2:
                 break
             if not waited:
                 waited = True
                 self._count("fill_waits")
             if time.monotonic() >= deadline:
-                return self._load_and_fill(keys, None, load, int(reply[1]), floor)  # the winner is slow or dead
+                return self._load_and_fill(keys, None, load, int(reply[1]), floor), True  # the winner is slow or dead
             gevent.sleep(FILL_POLL_SECONDS)
-        return self._load_and_fill(keys, token, load, int(reply[1]), floor)
+        return self._load_and_fill(keys, token, load, int(reply[1]), floor), True
 
     def _load_and_fill(
         self, keys: list[str], token: str | None, load: Callable[[], bytes], started: int, floor: int
@@ -680,7 +690,7 @@ class SharedCache:
             if self.available():  # as STAMP_SCRIPT: a missing generation starts now and is recorded
                 known = [self._local_gens.get(name) for name in names]
                 recorded = [
-                    str(self._set_local_generation(name)) if gen is None else str(gen) if gen <= started else "0"
+                    str(self._set_local_generation(name)) if gen is None else str(gen) if gen < started else "0"
                     for name, gen in zip(names, known, strict=True)
                 ]
         else:

@@ -259,7 +259,7 @@ for i = 1, n do
     end
     vals[i] = now
     redis.call('SET', KEYS[i], now, 'EX', ARGV[2])
-  elseif tonumber(vals[i]) > started or tonumber(floors[i] or '0') > floor then
+  elseif tonumber(vals[i]) >= started or tonumber(floors[i] or '0') > floor then
     vals[i] = '0'
   end
 end

@@ -251,3 +251,34 @@ def test_a_favorite_racing_a_list_fill_is_on_the_page_after_it(
     monkeypatch.undo()
     for _ in range(3):
         assert _count_of(client.get("/api/articles").json, slug) == 2
+
+
+def test_a_read_that_joins_a_fill_begun_before_a_favorite_shows_the_favorite(
+    app: Flask, client: FlaskClient, api: Api
+) -> None:
+    """A count is not part of the page's key, so a read sent after a favorite can meet a fill of the
+    page that loaded before it (another request's, in this worker or another): it must still show
+    the favorite. The fill in flight is stood in for by its result, the page as loaded before."""
+    from gevent.event import AsyncResult
+
+    from service.articles.cache_keys import list_key
+    from service.articles.schemas import ListQuery
+
+    seeded = _seed(api)
+    alice, slug = auth(seeded["alice"]), seeded["slug"]
+    cache = app.extensions["shared_cache"]
+    key = list_key(None, None, None, ListQuery().limit, 0)
+    with app.app_context():
+        assert client.get("/api/articles").status_code == 200  # the page is filled
+        before = cache._find(key).value
+        assert _count_of(client.get("/api/articles").json, slug) == 1
+        assert client.post(f"/api/articles/{slug}/favorite", headers=alice).status_code == 200
+        cache.bump(["lists"])  # the page's next read misses ...
+        versioned = cache._find(key).key
+    loading = AsyncResult()
+    loading.set(before)  # ... and meets a fill that loaded before the favorite
+    cache._inflight[versioned] = loading
+    try:
+        assert _count_of(client.get("/api/articles").json, slug) == 2
+    finally:
+        cache._inflight.pop(versioned, None)
