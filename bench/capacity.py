@@ -39,15 +39,18 @@ RECORDED = ROOT / "bench" / "recorded"
 DOC = ROOT / "docs" / "capacity.md"
 RATES = (10_000, 100_000, 1_000_000)
 
-# The read scenarios bench/wrk/mix.lua spreads its reads over, evenly; the signed-in ones carry a token
-# (a cached hit still runs one statement for the viewer's flags), the others take the fast path
-# (service/caching/fastpath.py), whose miss costs one more lookup before Flask's own.
+# The read scenarios bench/wrk/mix.lua spreads its reads over, evenly; every one has a fast path
+# (service/caching/fastpath.py), whose miss costs one more lookup before Flask's own. A signed-in hit
+# runs no statement (the viewer's sets are in Redis): after a favorite that changed a row, the
+# favoriter's set is built again and the article's count loaded once (STATEMENTS_PER_FAVORITE).
 MIX_READS = ("anon_list", "auth_list", "article", "profile", "tags", "feed")
-SIGNED_IN_READS = ("auth_list", "feed")
 MIX_READ_SHARE = 0.9  # bench/wrk/mix.lua: 180 of 200 rolls
+FAVORITE_SHARE_OF_WRITES = 0.5  # bench/wrk/mix.lua: 10 of its 20 write rolls favorite or unfavorite
+STATEMENTS_PER_FAVORITE = 2  # the favoriter's set and the article's count, read once after the write
 
-# Redis round trips (service/caching/cache.py): a read is one LOOKUP_SCRIPT call (generations and value
-# together); a miss adds the SET of the fill, and on a fast-path route the fast path's lookup comes first;
+# Redis round trips (service/caching/cache.py): a read is one READ_SCRIPT call (generations, value, the
+# viewer's sets and moved counts together); a miss adds the fill-lock claim and the fill, and on a
+# fast-path route the fast path's lookup comes first;
 # a write is one BUMP_SCRIPT call for all its generations, plus one INCR script per window of its rate
 # limit (fixed window, "30/minute;1000/day" style: two windows) in service/security/ratelimit.py.
 REDIS_PER_HIT = 1
@@ -212,8 +215,7 @@ def plan(m: Measured, a: Assumptions, rates: tuple[float, ...] = RATES) -> Plan:
     cost = m.cores / m.mix_rps
     if a.read_share != MIX_READ_SHARE or hit != m.hit_ratio:  # scale by the model, calibrated on the mix
         cost *= _model_cost(m, a.read_share, hit) / _model_cost(m, MIX_READ_SHARE, m.hit_ratio)
-    anon = 1 - len(SIGNED_IN_READS) / len(MIX_READS)
-    redis_per_request = a.read_share * (hit * REDIS_PER_HIT + (1 - hit) * (REDIS_PER_MISS + anon)) + write_share * (
+    redis_per_request = a.read_share * (hit * REDIS_PER_HIT + (1 - hit) * (REDIS_PER_MISS + 1)) + write_share * (
         REDIS_PER_WRITE_BUMP + RATE_LIMIT_CALLS_PER_WRITE
     )
     per_core = a.db_cores / m.cores
@@ -224,14 +226,13 @@ def plan(m: Measured, a: Assumptions, rates: tuple[float, ...] = RATES) -> Plan:
         ceilings["PostgreSQL primary (writes)"] = primary / write_share
     per_worker = BaseConfig.DB_POOL_SIZE + BaseConfig.DB_WRITE_POOL_SIZE + 2 * BaseConfig.DB_MAX_OVERFLOW
     cores_per_replica = a.cores_per_replica or m.cores
-    signed_in = len(SIGNED_IN_READS) / len(MIX_READS)
     steps = []
     for rate in rates:
         cores = _up(rate * cost / a.utilisation)
         replicas = _up(cores / cores_per_replica) + 1
         writes = rate * write_share
         uncached = rate * a.read_share * (1 - hit)
-        viewer = rate * a.read_share * hit * signed_in
+        viewer = writes * FAVORITE_SHARE_OF_WRITES * STATEMENTS_PER_FAVORITE
         read_replicas = (_up(uncached / replica) + 1) if replica else 0
         busy_primary = writes * STATEMENTS_PER_WRITE * STATEMENT_MS / 1000
         busy_replica = (uncached + viewer) / max(read_replicas - 1, 1) * STATEMENT_MS / 1000

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from bench.capacity import (
+    FAVORITE_SHARE_OF_WRITES,
     MIX_READ_SHARE,
-    MIX_READS,
     PGBOUNCER_TPS,
     RATE_LIMIT_CALLS_PER_WRITE,
-    SIGNED_IN_READS,
     STATEMENT_MS,
+    STATEMENTS_PER_FAVORITE,
     STATEMENTS_PER_WRITE,
     Plan,
 )
@@ -43,7 +43,6 @@ def _source(p: Plan) -> list[str]:
 
 def _method(p: Plan) -> list[str]:
     a, m = p.a, p.m
-    anon = len(MIX_READS) - len(SIGNED_IN_READS)
     mix = f"{a.read_share * 100:g}/{(1 - a.read_share) * 100:g}"
     return [
         f"Planned mix: {mix} reads/writes, cache hit ratio {p.hit_ratio:.2f} per read.",
@@ -65,9 +64,9 @@ def _method(p: Plan) -> list[str]:
         "| writes/s on the primary | rate x write share; one transaction each | |",
         "| uncached reads/s | rate x read share x (1 - hit ratio); each runs on a read replica (on the primary "
         "without `DATABASE_REPLICA_URLS`) | |",
-        f"| viewer statements/s | rate x read share x hit ratio x {len(SIGNED_IN_READS)}/{len(MIX_READS)} (the "
-        "signed-in reads of the mix): a cached signed-in page still runs one batched primary-key statement for "
-        "the viewer's flags | |",
+        f"| viewer statements/s | writes/s x {FAVORITE_SHARE_OF_WRITES:g} (the favorites of the mix) x "
+        f"{STATEMENTS_PER_FAVORITE}: a cached signed-in page runs no statement (the viewer's sets are in Redis); "
+        "after a favorite, the favoriter's set is built again and the article's count loaded once | |",
         f"| primary write capacity | the run's write rate per core x {a.db_cores} cores (assumed primary size) | "
         f"{_n(p.primary_writes)} writes/s |",
         f"| one read replica | the NullCache reads' rate per core x {a.db_cores} cores | {_n(p.replica_reads)} "
@@ -76,8 +75,8 @@ def _method(p: Plan) -> list[str]:
         f"| PostgreSQL server connections (`default_pool_size`) | 2 x Little's law: transactions/s x time a "
         f"connection is held ({STATEMENT_MS:g} ms per statement, {STATEMENTS_PER_WRITE} statements per write); "
         f"keep it near 2 x {a.db_cores} cores + 1 of the database host and `max_connections` above the sum | |",
-        f"| Redis round trips per request | reads: 1 per hit (one `LOOKUP_SCRIPT` call), 2 per miss (+ the fill's "
-        f"`SET`), + 1 on the {anon} fast-path reads of {len(MIX_READS)} (its lookup comes before Flask's); "
+        f"| Redis round trips per request | reads: 1 per hit (one `READ_SCRIPT` call), 3 per miss (+ the fill "
+        f"lock's claim and the fill), + 1 as every read has a fast path (its lookup comes before Flask's); "
         f"writes: 1 `BUMP_SCRIPT` call + {RATE_LIMIT_CALLS_PER_WRITE} rate-limit windows (one `INCR` script each) | "
         f"{p.redis_per_request:.2f} |",
         "| Redis with read replicas | not in the figures: one more call per write (the writer's WAL position, "
@@ -157,8 +156,8 @@ throughput. Two ways past one instance:
   key it touches in `KEYS`.
 - **Sharding the cache keys across instances** in the client (by key family or by a hash of the key).
 
-**The cache module supports neither today.** `LOOKUP_SCRIPT` and `LOOKUP_FLOOR_SCRIPT`
-(`service/caching/scripts.py`) build the versioned key name inside the script
+**The cache module supports neither today.** `READ_SCRIPT` (`service/caching/scripts.py`) builds the
+versioned key name, the viewer's set names and the counts' small-entry names inside the script
 (`ARGV[1] .. ':' .. table.concat(gens, '.')`) and `GET` it there: a key not passed in `KEYS`, which Redis
 Cluster refuses (the script's own comment says it is fine on a single Redis only). The generations a
 lookup reads (`epoch`, `lists`, `tags`, `article:<slug>`, ...) hash to different slots, and one

@@ -9,9 +9,15 @@ only store it under the old generation, which nobody asks for again. Deleting
 keys instead (even after commit) lets such a reader put the old value back.
 
 Values are response bytes (never pickle) holding only what is the same for
-every viewer; per-viewer flags are merged in per request. Redis trouble costs
-at most one short timeout per breaker period per worker: reads then go to the
-database.
+every viewer; per-viewer flags are merged in per request, from each viewer's
+sets kept under the viewer's own generations and read in the same round trip
+(`fetch_viewer`, service.caching.personalize). A number that changes often
+(`favoritesCount`) has its own count generation: an entry records the value
+of it its number was read under (`_stamp`), and a read whose count generation
+moved on takes the number from the count's small entry instead of the entry
+being dropped. A filled entry of 1 KB or more also gets its gzip variant
+(service.caching.encoding). Redis trouble costs at most one short timeout per
+breaker period per worker: reads then go to the database.
 
 When Redis fails (down, restarted, frozen), a bump may be lost while the old
 entries survive, and another worker whose breaker closes first would serve
@@ -28,12 +34,15 @@ what expires first, so long-lived counters among the entries would crowd them
 out). A counter that restarted from 0 would climb back to a number an old
 entry is still stored under and serve it after a write. So no generation is a
 count from 0: every value it takes comes from a clock that is past every value
-it could have held before (`_next_generation` in-process, LOOKUP_SCRIPT and
+it could have held before (`_next_generation` in-process, READ_SCRIPT and
 BUMP_SCRIPT on Redis). Losing a generation then only ever orphans the entries
 stored under it.
 
-What this leaves uncovered: a worker or replica that saw no failure can read
-an old entry from the moment Redis answers until a failed worker's retry lands
+What this leaves uncovered: a count generation bumped while an entry that
+shows the count was loading and evicted (maxmemory) before that entry was
+stored (`_stamp` then records the generation it restarted at); a worker or
+replica that saw no failure can read an old entry from the moment Redis
+answers until a failed worker's retry lands
 (one FLUSH_RETRY_SECONDS), or until the TTL if every worker that saw the
 failure died first; a Redis restored from an old snapshot (run the cache with
 `save ""`); and a generation lost while Redis's clock stepped back by more
@@ -42,7 +51,7 @@ than the time since its last bump.
 With read replicas (DATABASE_REPLICA_URLS) a miss could read a replica that has not replayed the
 write behind the bump and store the old row under the new generation. So a bump also records the
 commit's WAL position next to each generation, and a miss fills only from a database that replayed
-past the highest of them (LOOKUP_FLOOR_SCRIPT, `_load_above`).
+past the highest of them (READ_SCRIPT, `_load_above`).
 """
 
 from __future__ import annotations

@@ -13,28 +13,6 @@ data older than the generation it is stored under).
 # above every value it held (the rule in the module doc). The numbers stay
 # below 2^53, exact in Lua.
 
-# One round trip for a read: resolve the generations, start the missing ones,
-# build the versioned key and GET it server-side. Redis runs scripts
-# atomically; the script touches a key it computes, which is fine on a single
-# Redis (not on Redis Cluster). KEYS are the generations, epoch first; ARGV[1]
-# is the key's base, ARGV[2] the generations' TTL.
-LOOKUP_SCRIPT = """
-local gens = redis.call('MGET', unpack(KEYS))
-local now = nil
-for i = 1, #gens do
-  if not gens[i] then
-    if not now then
-      local t = redis.call('TIME')
-      now = string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2]))
-    end
-    gens[i] = now
-    redis.call('SET', KEYS[i], now, 'EX', ARGV[2])
-  end
-end
-local key = ARGV[1] .. ':' .. table.concat(gens, '.')
-return {key, redis.call('GET', key)}
-"""
-
 # Every generation in KEYS moves to Redis's clock, or one up if it is ahead.
 BUMP_SCRIPT = """
 local t = redis.call('TIME')
@@ -52,30 +30,7 @@ return #KEYS
 # With read replicas (DATABASE_REPLICA_URLS) each generation `g:<name>` has a floor `f:<name>`:
 # the highest WAL position (LSN) of a commit that bumped it. A miss may fill from a replica
 # only once it replayed the highest floor of the entry's generations (service/storage/replicas.py);
-# else the old row could be stored under the new generation. The same lookup as LOOKUP_SCRIPT
-# (KEYS: the generations, then their floors, in the same order) that also returns that floor,
-# before the value (a nil would end the reply there).
-LOOKUP_FLOOR_SCRIPT = """
-local n = #KEYS / 2
-local gens = redis.call('MGET', unpack(KEYS, 1, n))
-local floors = redis.call('MGET', unpack(KEYS, n + 1, 2 * n))
-local now = nil
-local floor = 0
-for i = 1, n do
-  if not gens[i] then
-    if not now then
-      local t = redis.call('TIME')
-      now = string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2]))
-    end
-    gens[i] = now
-    redis.call('SET', KEYS[i], now, 'EX', ARGV[2])
-  end
-  local f = tonumber(floors[i] or '0')
-  if f > floor then floor = f end
-end
-local key = ARGV[1] .. ':' .. table.concat(gens, '.')
-return {key, string.format('%d', floor), redis.call('GET', key)}
-"""
+# else the old row could be stored under the new generation. READ_SCRIPT returns that floor.
 
 # BUMP_SCRIPT with floors: KEYS are the generations, then their floors; each floor moves up to
 # ARGV[2] before its generation moves, in one script, so no reader sees the new generation with
@@ -123,7 +78,10 @@ if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
 return 1
 """
 
-# Every read, in one round trip (service.caching.cache `_find`). KEYS: the entry's generations
+# Every read, in one round trip (service.caching.cache `_find`): resolve the generations, start the
+# missing ones, build the versioned key and GET it server-side, with what the entry needs besides.
+# Redis runs scripts atomically; the script touches keys it computes, which is fine on a single
+# Redis (not on Redis Cluster: docs/capacity.md). KEYS: the entry's generations
 # (epoch first), then their floors when ARGV[4] is '1', then the viewer's generation of each fact.
 # ARGV: the entry's base (prefixed), the generations' TTL, the number of the entry's generations,
 # '1' with floors, the cache's key prefix, the viewer's set prefix ('vs:<viewer>:'), '1' when an

@@ -57,19 +57,19 @@ def test_the_plan_of_a_hand_made_run_has_the_expected_numbers():
     assert step.client_connections == 18 * 2 * 25  # replicas x workers x (10 + 5 + 2 x 5)
     assert step.writes == pytest.approx(1_000)
     assert step.uncached_reads == pytest.approx(1_800)  # 10,000 x 0.9 x 0.2
-    assert step.viewer_statements == pytest.approx(2_400)  # 10,000 x 0.9 x 0.8 x 2/6
+    assert step.viewer_statements == pytest.approx(1_000)  # 1,000 writes x 0.5 favorites x 2
     assert plan.replica_reads == pytest.approx(2_000)  # 500 / 2 cores x 8
     assert step.read_replicas == 2
     assert plan.primary_writes == pytest.approx(2_000)
     assert step.primary_pool == 10  # 2 x 1,000 writes/s x 5 ms
-    assert step.replica_pool == 9  # 2 x 4,200 statements/s x 1 ms
+    assert step.replica_pool == 6  # 2 x 2,800 statements/s x 1 ms
     assert step.pgbouncer_processes == 1
-    # 0.9 x (0.8 x 1 + 0.2 x (3 + 4/6)) + 0.1 x (1 + 2)
-    assert plan.redis_per_request == pytest.approx(1.68)
-    assert step.redis_ops == pytest.approx(16_800)
+    # 0.9 x (0.8 x 1 + 0.2 x (3 + 1)) + 0.1 x (1 + 2)
+    assert plan.redis_per_request == pytest.approx(1.74)
+    assert step.redis_ops == pytest.approx(17_400)
     assert plan.ceilings["PostgreSQL primary (writes)"] == pytest.approx(20_000)
-    assert plan.ceilings["Redis (one instance)"] == pytest.approx(100_000 / 1.68)
-    assert step.tiers == pytest.approx({"PostgreSQL primary (writes)": 0.5, "Redis (one instance)": 0.168})
+    assert plan.ceilings["Redis (one instance)"] == pytest.approx(100_000 / 1.74)
+    assert step.tiers == pytest.approx({"PostgreSQL primary (writes)": 0.5, "Redis (one instance)": 0.174})
 
 
 def test_the_newer_format_gives_the_hit_ratio_per_read_from_cached_share():
