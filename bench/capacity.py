@@ -127,7 +127,10 @@ def measured(data: dict[str, Any], source: str) -> Measured:
         raise CapacityError(f"{source} has no run of the mix scenario: run `make bench` (all scenarios)")
     machine = data.get("machine", {})
     cores = int(machine.get("cpus_usable") or machine.get("nproc") or 1)
-    if mix.get("cached_share") is not None:
+    if mix.get("cached_read_share") is not None:
+        hit = min(1.0, float(mix["cached_read_share"]))
+        hit_source = "the service's cache hits per GET it answered in the mix run (cached_read_share)"
+    elif mix.get("cached_share") is not None:
         hit = min(1.0, float(mix["cached_share"]) / MIX_READ_SHARE)
         hit_source = "the service's cache hits per read in the mix run (cached_share / read share)"
     elif mix.get("cache_hit_ratio") is not None:

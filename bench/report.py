@@ -117,7 +117,7 @@ def table(results: list[RunResult], settings: Settings) -> str:
                     str(r.timeouts),
                     _fmt_ratio(share["share_of_reference"]),
                     _fmt_ratio(share["share_of_ceiling"]),
-                    _fmt_ratio(r.cached_share),
+                    _fmt_ratio(r.cached_read_share if r.cached_read_share is not None else r.cached_share),
                     _fmt_ratio(r.fastpath_share),
                     "-" if nc is None else f"{nc.rps:,.0f}",
                 )

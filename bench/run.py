@@ -46,12 +46,13 @@ percentiles in ms (wrk --latency, wrk's own histogram, coordinated omission
 not corrected); errors: http (answers that are not 2xx/3xx), sock (connect,
 read and write errors) and t/o (timeouts, after --timeout seconds); % ref and
 % ceil, the scenario's req/s as a share of the reference's and of the
-ceiling's at the same connection count; cached and fast, the service's own
-conduit_cache_hits_total and conduit_cache_fastpath_total (scraped from
-/metrics before and after the run) per request wrk made: about the share of
-responses served from the cache, and of those answered ahead of the framework
-(a fast-path answer also counts as a hit; a request that reads two cached
-entries counts two, so cached can pass 100%); "-" for the bare app, which has
+ceiling's at the same connection count; cached, the service's own
+conduit_cache_hits_total per GET it answered (both scraped from /metrics
+before and after the run): the share of reads served from the cache, the
+mix's writes left out; fast, conduit_cache_fastpath_total per request wrk
+made: the share answered ahead of the framework (a fast-path answer also
+counts as a hit; a request that reads two cached entries counts two, so
+cached can pass 100%); "-" for the bare app, which has
 no /metrics; and req/s with the cache disabled (NullCache) where measured.
 Every status and socket error of a run is in latest.json; the gunicorn logs
 (bench/results/gunicorn-*.log) say why a request failed.

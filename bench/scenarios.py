@@ -103,8 +103,18 @@ def counter_total(exposition: str, name: str) -> float | None:
     return total if seen else None
 
 
-def scrape_cache_counters(base_url: str) -> tuple[float, float] | None:
-    """(conduit_cache_hits_total, conduit_cache_fastpath_total) from the server's /metrics, or None.
+def get_requests(exposition: str) -> float:
+    """GET requests the service answered (conduit_http_requests_total), those of /metrics left out."""
+    total = 0.0
+    for line in exposition.splitlines():
+        if line.startswith("conduit_http_requests_total{") and 'method="GET"' in line and "/metrics" not in line:
+            total += float(line.rsplit(None, 1)[-1])
+    return total
+
+
+def scrape_cache_counters(base_url: str) -> tuple[float, float, float] | None:
+    """(conduit_cache_hits_total, conduit_cache_fastpath_total, GET requests) from the server's
+    /metrics, or None.
 
     None for a server without them (the bare WSGI app answers its fixed JSON to any path).
     """
@@ -117,7 +127,7 @@ def scrape_cache_counters(base_url: str) -> tuple[float, float] | None:
     fastpath = counter_total(text, "conduit_cache_fastpath_total")
     if hits is None:
         return None
-    return hits, fastpath or 0.0
+    return hits, fastpath or 0.0, get_requests(text)
 
 
 def _is_http_error(status: str) -> bool:
@@ -147,6 +157,7 @@ class RunResult:
     # the run (fast-path answers are also counted in hits); None when the server has no /metrics.
     cache_hits: int | None = None
     cache_fastpath: int | None = None
+    reads: int | None = None  # GET responses of the run (the service's own count)
 
     @property
     def socket_error_total(self) -> int:
@@ -175,6 +186,12 @@ class RunResult:
         return self.cache_hits / self.requests if self.cache_hits is not None and self.requests else None
 
     @property
+    def cached_read_share(self) -> float | None:
+        """Cache hits per GET the service answered: the share of reads served from cache (the mix's
+        writes left out)."""
+        return self.cache_hits / self.reads if self.cache_hits is not None and self.reads else None
+
+    @property
     def fastpath_share(self) -> float | None:
         return self.cache_fastpath / self.requests if self.cache_fastpath is not None and self.requests else None
 
@@ -186,6 +203,7 @@ class RunResult:
         data["errors"] = self.errors
         data["failures"] = self.errors
         data["cached_share"] = self.cached_share
+        data["cached_read_share"] = self.cached_read_share
         data["fastpath_share"] = self.fastpath_share
         return data
 
@@ -262,10 +280,11 @@ class Runner:
             if before is not None and after is not None:
                 result.cache_hits = round(after[0] - before[0])
                 result.cache_fastpath = round(after[1] - before[1])
+                result.reads = round(after[2] - before[2])
             self.results.append(result)
-            cached = result.cached_share
+            cached = result.cached_read_share
             log(
                 f"    {result.rps:9.1f} req/s  p99 {result.p99_ms:7.1f} ms  errors {result.errors}"
                 f" (http {result.http_errors}, socket {result.connection_errors}, timeouts {result.timeouts})"
-                f"  cached {'n/a' if cached is None else f'{cached:.0%}'}"
+                f"  cached {'n/a' if cached is None else f'{cached:.0%}'} of reads"
             )

@@ -9,7 +9,7 @@ import pytest
 
 from bench.common import BenchError, Settings
 from bench.report import runs_with_shares, shares, table
-from bench.scenarios import RunResult, counter_total, parse_wrk, result_of
+from bench.scenarios import RunResult, counter_total, get_requests, parse_wrk, result_of
 
 # `wrk --latency --script=bench/wrk/ceiling.lua` against the bare app under `-k gevent`, as printed.
 LUA_OUTPUT = """\
@@ -59,6 +59,10 @@ conduit_cache_hits_created 1.7e9
 conduit_cache_fastpath_total{worker="1"} 600.0
 conduit_cache_fastpath_total{worker="2"} 400.0
 conduit_cache_hits_total_other 7.0
+conduit_http_requests_total{endpoint="/api/articles",method="GET",status="200"} 900.0
+conduit_http_requests_total{endpoint="/api/articles/<slug>/comments",method="POST",status="200"} 100.0
+conduit_http_requests_total{endpoint="/api/tags",method="GET",status="304"} 50.0
+conduit_http_requests_total{endpoint="/metrics",method="GET",status="200"} 2.0
 """
 
 
@@ -123,12 +127,19 @@ def test_counters_are_summed_over_their_samples_and_only_theirs() -> None:
     assert counter_total(METRICS, "conduit_cache_hits_total") == 1500.0
     assert counter_total(METRICS, "conduit_cache_fastpath_total") == 1000.0
     assert counter_total(METRICS, "conduit_cache_misses_total") is None
+    assert get_requests(METRICS) == 950.0  # the writes and the scrapes of /metrics left out
 
 
 def test_cache_shares_are_per_request_wrk_made() -> None:
     r = run("cache", "anon_list", 64, 1000, cache_hits=2700, cache_fastpath=1500)
     assert (r.cached_share, r.fastpath_share) == (0.9, 0.5)
     assert run("ceiling", "ceiling", 64, 1000).cached_share is None
+
+
+def test_the_mixs_cached_share_is_per_read_served() -> None:
+    r = run("cache", "mix", 64, 1000, cache_hits=2646, cache_fastpath=2000, reads=2700)
+    assert r.cached_read_share == pytest.approx(0.98) and r.cached_share == pytest.approx(0.882)
+    assert r.as_dict()["cached_read_share"] == pytest.approx(0.98)
 
 
 def test_each_scenario_is_a_share_of_both_bare_runs_at_its_connection_count() -> None:
