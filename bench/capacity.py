@@ -55,6 +55,8 @@ STATEMENTS_PER_FAVORITE = 2  # the favoriter's set and the article's count, read
 # limit (fixed window, "30/minute;1000/day" style: two windows) in service/security/ratelimit.py.
 REDIS_PER_HIT = 1
 REDIS_PER_MISS = 3  # lookup, fill-lock claim, fill; + 1 on a fast-path route
+REDIS_PER_STAMP = 1  # a page with counts records their generations before the fill (STAMP_SCRIPT)
+COUNTED_READS = ("anon_list", "auth_list", "article", "feed")  # the mix's reads of pages with favoritesCount
 REDIS_PER_WRITE_BUMP = 1
 RATE_LIMIT_CALLS_PER_WRITE = 2
 
@@ -218,7 +220,8 @@ def plan(m: Measured, a: Assumptions, rates: tuple[float, ...] = RATES) -> Plan:
     cost = m.cores / m.mix_rps
     if a.read_share != MIX_READ_SHARE or hit != m.hit_ratio:  # scale by the model, calibrated on the mix
         cost *= _model_cost(m, a.read_share, hit) / _model_cost(m, MIX_READ_SHARE, m.hit_ratio)
-    redis_per_request = a.read_share * (hit * REDIS_PER_HIT + (1 - hit) * (REDIS_PER_MISS + 1)) + write_share * (
+    miss = REDIS_PER_MISS + 1 + REDIS_PER_STAMP * len(COUNTED_READS) / len(MIX_READS)
+    redis_per_request = a.read_share * (hit * REDIS_PER_HIT + (1 - hit) * miss) + write_share * (
         REDIS_PER_WRITE_BUMP + RATE_LIMIT_CALLS_PER_WRITE
     )
     per_core = a.db_cores / m.cores

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from bench.capacity import (
+    COUNTED_READS,
     FAVORITE_SHARE_OF_WRITES,
     MIX_READ_SHARE,
+    MIX_READS,
     PGBOUNCER_TPS,
     RATE_LIMIT_CALLS_PER_WRITE,
+    REDIS_PER_STAMP,
     STATEMENT_MS,
     STATEMENTS_PER_FAVORITE,
     STATEMENTS_PER_WRITE,
@@ -76,7 +79,9 @@ def _method(p: Plan) -> list[str]:
         f"connection is held ({STATEMENT_MS:g} ms per statement, {STATEMENTS_PER_WRITE} statements per write); "
         f"keep it near 2 x {a.db_cores} cores + 1 of the database host and `max_connections` above the sum | |",
         f"| Redis round trips per request | reads: 1 per hit (one `READ_SCRIPT` call), 3 per miss (+ the fill "
-        f"lock's claim and the fill), + 1 as every read has a fast path (its lookup comes before Flask's); "
+        f"lock's claim and the fill), + 1 as every read has a fast path (its lookup comes before Flask's), + "
+        f"{REDIS_PER_STAMP} on the {len(COUNTED_READS)} of {len(MIX_READS)} reads whose pages show counts (their "
+        "generations are recorded before the fill); "
         f"writes: 1 `BUMP_SCRIPT` call + {RATE_LIMIT_CALLS_PER_WRITE} rate-limit windows (one `INCR` script each) | "
         f"{p.redis_per_request:.2f} |",
         "| Redis with read replicas | not in the figures: one more call per write (the writer's WAL position, "

@@ -64,12 +64,12 @@ def test_the_plan_of_a_hand_made_run_has_the_expected_numbers():
     assert step.primary_pool == 10  # 2 x 1,000 writes/s x 5 ms
     assert step.replica_pool == 6  # 2 x 2,800 statements/s x 1 ms
     assert step.pgbouncer_processes == 1
-    # 0.9 x (0.8 x 1 + 0.2 x (3 + 1)) + 0.1 x (1 + 2)
-    assert plan.redis_per_request == pytest.approx(1.74)
-    assert step.redis_ops == pytest.approx(17_400)
+    # 0.9 x (0.8 x 1 + 0.2 x (3 + 1 + 4/6)) + 0.1 x (1 + 2)
+    assert plan.redis_per_request == pytest.approx(1.86)
+    assert step.redis_ops == pytest.approx(18_600)
     assert plan.ceilings["PostgreSQL primary (writes)"] == pytest.approx(20_000)
-    assert plan.ceilings["Redis (one instance)"] == pytest.approx(100_000 / 1.74)
-    assert step.tiers == pytest.approx({"PostgreSQL primary (writes)": 0.5, "Redis (one instance)": 0.174})
+    assert plan.ceilings["Redis (one instance)"] == pytest.approx(100_000 / 1.86)
+    assert step.tiers == pytest.approx({"PostgreSQL primary (writes)": 0.5, "Redis (one instance)": 0.186})
 
 
 def test_the_newer_format_gives_the_hit_ratio_per_read_from_cached_share():
