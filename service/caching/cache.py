@@ -56,6 +56,7 @@ past the highest of them (READ_SCRIPT, `_load_above`).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 import time
@@ -133,6 +134,26 @@ class BytesSerializer(BaseSerializer):
         return int(value)
 
 
+class _Script:
+    """A Lua script run with EVALSHA straight through `execute_command`, loaded again on NOSCRIPT.
+
+    redis-py's `Script.__call__` goes through `evalsha`'s deprecated-argument wrapper and its
+    argument filtering on every call: about 5% of a cached read's CPU in a profile (BENCHMARKS.md).
+    """
+
+    def __init__(self, client: redis.Redis, source: str) -> None:
+        self.client = client
+        self.source = source
+        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+
+    def __call__(self, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return self.client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+        except redis.exceptions.NoScriptError:  # a Redis restarted or flushed since the last call
+            self.sha = self.client.script_load(self.source)
+            return self.client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+
+
 def _redis_client(cfg: dict[str, Any], max_connections: int, pool_wait: float) -> redis.Redis:
     """A Redis client that fails fast and never opens more than its pool allows (service/storage/redis_pool.py)."""
     timeout = float(cfg["CACHE_SOCKET_TIMEOUT"])
@@ -164,20 +185,23 @@ class SharedCache:
                 cfg, int(cfg["CACHE_MAX_CONNECTIONS"]), float(cfg["CACHE_POOL_WAIT"])
             )
         self._flask_cache = FlaskCache(app, config=config)
+        # Looked up once: flask-caching's `cache` property resolves the app on every access.
+        self._backend = app.extensions["cache"][self._flask_cache]
+        self._prefix = self._backend._get_prefix() if hasattr(self._backend, "_get_prefix") else ""
         # LSN floors next to the generations, only with read replicas (see READ_SCRIPT).
         self.floors = bool(str(cfg.get("DATABASE_REPLICA_URLS") or "").strip())
         self._max_lsn = 0  # the highest commit LSN this worker bumped with (retries reuse it)
         client = getattr(self.backend, "_write_client", None)
         bump = BUMP_FLOOR_SCRIPT if self.floors else BUMP_SCRIPT
-        self._read = client.register_script(READ_SCRIPT) if client is not None else None
-        self._claim = client.register_script(CLAIM_SCRIPT) if client is not None else None
-        self._fill = client.register_script(FILL_SCRIPT) if client is not None else None
-        self._stamp_script = client.register_script(STAMP_SCRIPT) if client is not None else None
-        self._fill_set = client.register_script(FILL_SET_SCRIPT) if client is not None else None
+        self._read = _Script(client, READ_SCRIPT) if client is not None else None
+        self._claim = _Script(client, CLAIM_SCRIPT) if client is not None else None
+        self._fill = _Script(client, FILL_SCRIPT) if client is not None else None
+        self._stamp_script = _Script(client, STAMP_SCRIPT) if client is not None else None
+        self._fill_set = _Script(client, FILL_SET_SCRIPT) if client is not None else None
         # Invalidations get their own small pool with a longer wait, so a burst
         # of readers holding every connection cannot make a write skip its bump.
         self._bumper = _redis_client(cfg, 8, 2.0) if client is not None else None
-        self._bump = self._bumper.register_script(bump) if self._bumper is not None else None
+        self._bump = _Script(self._bumper, bump) if self._bumper is not None else None
         # In-process generations (name -> value, least recently set first), kept
         # apart from the entries: SimpleCache evicts what expires first, so
         # long-lived counters in it would crowd out every entry. At most
@@ -197,7 +221,7 @@ class SharedCache:
 
     @property
     def backend(self) -> Any:
-        return self._flask_cache.cache
+        return self._backend
 
     def available(self) -> bool:
         return self.enabled and time.monotonic() >= self._open_until
@@ -257,7 +281,7 @@ class SharedCache:
             return None
         if self._read is None:
             return [self._local_gens.get(name) or self._set_local_generation(name) for name in names]
-        prefix = self.backend._get_prefix()
+        prefix = self._prefix
         try:  # the read path's script, so missing generations start the same way
             args = [prefix + "generations", self.gen_ttl, len(names), 1 if self.floors else 0, prefix, "", 0]
             reply = self._read(keys=self._lookup_keys(prefix, names), args=args)
@@ -290,7 +314,7 @@ class SharedCache:
         names = [EPOCH, *names]
         if self._read is None:
             return self._find_local(base, names, viewer, kept, count_misses, gzip and viewer is None)
-        prefix = self.backend._get_prefix()
+        prefix = self._prefix
         keys = self._lookup_keys(prefix, names)
         gz = 1 if gzip and viewer is None else 0
         args = [prefix + base, self.gen_ttl, len(names), 1 if self.floors else 0, prefix, f"vs:{viewer}:", gz]
@@ -543,10 +567,10 @@ class SharedCache:
             for name in names:
                 self._set_local_generation(name)
         elif self.floors:
-            prefix = self.backend._get_prefix()
+            prefix = self._prefix
             self._bump(keys=self._lookup_keys(prefix, names), args=[self.gen_ttl, self._max_lsn])
         else:
-            prefix = self.backend._get_prefix()
+            prefix = self._prefix
             self._bump(keys=[prefix + "g:" + name for name in names], args=[self.gen_ttl])
         self._pending.difference_update(names)
         if self._failures != failures:  # Redis failed meanwhile: this epoch may predate a loss
@@ -634,7 +658,7 @@ class SharedCache:
             if variant is not None:
                 self.put(key + encoding.SUFFIX, variant)
             return value, True
-        prefix = self.backend._get_prefix()
+        prefix = self._prefix
         keys = [prefix + key, prefix + "fill:" + key]
         token = secrets.token_hex(8)
         deadline = time.monotonic() + self.fill_wait
@@ -703,7 +727,7 @@ class SharedCache:
                     for name, gen in zip(names, known, strict=True)
                 ]
         else:
-            prefix = self.backend._get_prefix()
+            prefix = self._prefix
             try:
                 args = [started, self.gen_ttl, floor, 1 if self.floors else 0]
                 recorded = [v.decode() for v in self._stamp_script(keys=self._lookup_keys(prefix, names), args=args)]

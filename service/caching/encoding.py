@@ -50,5 +50,7 @@ def accepts_gzip(accept_encoding: str | None) -> bool:
     value = (accept_encoding or "").lower()  # codings are case-insensitive
     if "gzip" not in value and "*" not in value:
         return False
+    if ";" not in value:  # no quality values (what browsers send): a listed gzip or * is accepted
+        return "gzip" in (coding.strip() for coding in value.split(",")) or "*" in value
     accepted = parse_accept_header(value)
     return accepted.quality("gzip") > 0

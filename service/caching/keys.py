@@ -21,8 +21,10 @@ Key = tuple[str, list[str]]
 _FAMILIES: dict[str, str] = {}
 
 
+@functools.lru_cache(maxsize=4096)
 def _digest(*parts: object) -> str:
-    """A short stable name for free-form parts (filter values can be long or odd)."""
+    """A short stable name for free-form parts (filter values can be long or odd); the recent ones
+    are remembered, as every read of a hot page names it again."""
     return hashlib.blake2b(repr(parts).encode(), digest_size=12).hexdigest()
 
 

@@ -38,7 +38,6 @@ import contextlib
 import socket
 import time
 from collections.abc import Callable, Iterable
-from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -139,8 +138,8 @@ class GeventWorker(ggevent.GeventWorker):  # type: ignore[misc]  # gunicorn has 
     def _serve(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> bool:
         """gunicorn's AsyncWorker.handle_request (27.0.1) with two changes (service/runtime/http1.py): a response
         that fits leaves in one write, and a body the app left unread closes the connection after the
-        answer, once drained within bounds."""
-        request_start = datetime.now()
+        answer, once drained within bounds; and no call of gunicorn's access log, which is off (the
+        app writes its own access line, service.runtime.logs) but built its line anyway."""
         environ: dict[str, Any] = {}
         resp = None
         try:
@@ -167,7 +166,6 @@ class GeventWorker(ggevent.GeventWorker):  # type: ignore[misc]  # gunicorn has 
                         resp.write(item)
                 resp.close()
             finally:
-                self.log.access(resp, req, environ, datetime.now() - request_start)
                 if hasattr(respiter, "close"):
                     respiter.close()
             if resp.should_close():
