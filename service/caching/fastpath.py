@@ -67,6 +67,8 @@ _FALL_THROUGH_HEADERS = (
 
 # Bodies whose ETag a worker remembers (a list page is ~10-20 KB, so a few MB at most).
 ETAG_MEMO = 256
+# Paths whose route a worker remembers.
+ROUTE_MEMO = 4096
 
 
 # (path values, parsed query, the stored entry, a URL builder for this endpoint) -> (the entry without what
@@ -112,6 +114,8 @@ class FastPath:
         self.app = wsgi_app
         self.cache = cache
         self.adapter = app.url_map.bind("localhost")  # once: binding per request is what Flask pays for
+        # The same paths come again and again (a hot article, the first page): routing them once is enough.
+        self._match = functools.lru_cache(maxsize=ROUTE_MEMO)(self._route)
         self.cors = bool(app.extensions["cors_origins"])
         self.proxies = app.extensions["trusted_proxies"]
         self.verified = app.extensions["verified_tokens"]  # service.security.auth's table of checked tokens
@@ -152,11 +156,10 @@ class FastPath:
         query_string = environ.get("QUERY_STRING", "")
         if not (path.isascii() and query_string.isascii()):
             return None
-        try:
-            rule, values = self.adapter.match(path, method, return_rule=True)
-        except HTTPException:
+        matched = self._match(path, method)
+        if matched is None:
             return None
-        assert isinstance(rule, Rule) and rule.endpoint is not None
+        rule, values = matched
         route = ROUTES.get(rule.endpoint)
         if route is None or any("\x00" in v for v in values.values() if isinstance(v, str)):
             return None
@@ -215,6 +218,15 @@ class FastPath:
         if not_modified:
             return "304 NOT MODIFIED", headers, b""
         return "200 OK", headers, body if method == "GET" else b""
+
+    def _route(self, path: str, method: str) -> tuple[Rule, Mapping[str, Any]] | None:
+        """The rule and path values `path` matches (the values are shared: read them, never change them)."""
+        try:
+            rule, values = self.adapter.match(path, method, return_rule=True)
+        except HTTPException:
+            return None
+        assert isinstance(rule, Rule) and rule.endpoint is not None
+        return rule, values
 
     def _shed(
         self, environ: dict[str, Any], rule: Rule, err: Overloaded, started: float
