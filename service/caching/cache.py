@@ -135,23 +135,36 @@ class BytesSerializer(BaseSerializer):
 
 
 class _Script:
-    """A Lua script run with EVALSHA straight through `execute_command`, loaded again on NOSCRIPT.
+    """A Lua script run with EVALSHA on a pooled connection, loaded again on NOSCRIPT.
 
-    redis-py's `Script.__call__` goes through `evalsha`'s deprecated-argument wrapper and its
-    argument filtering on every call: about 5% of a cached read's CPU in a profile (BENCHMARKS.md).
+    redis-py's `Script.__call__` goes through `evalsha`'s deprecated-argument wrapper, and
+    `execute_command` through its retry, timing and observability layers, on every call: about a
+    tenth of a cached read's CPU in a profile (BENCHMARKS.md). The pools retry nothing anyway
+    (service/storage/redis_pool.py), so this sends the command and reads the reply itself; the
+    connection disconnects itself on a socket error or an interrupted read (redis-py's
+    `send_packed_command` and `read_response`), and goes back to the pool either way.
     """
 
     def __init__(self, client: redis.Redis, source: str) -> None:
         self.client = client
+        self.pool = client.connection_pool
         self.source = source
         self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
 
     def __call__(self, keys: list[str], args: list[Any]) -> Any:
         try:
-            return self.client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+            return self._run(keys, args)
         except redis.exceptions.NoScriptError:  # a Redis restarted or flushed since the last call
             self.sha = self.client.script_load(self.source)
-            return self.client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+            return self._run(keys, args)
+
+    def _run(self, keys: list[str], args: list[Any]) -> Any:
+        conn = self.pool.get_connection()  # raises ConnectionError("No connection available") when busy
+        try:
+            conn.send_command("EVALSHA", self.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+            return conn.read_response()
+        finally:
+            self.pool.release(conn)
 
 
 def _redis_client(cfg: dict[str, Any], max_connections: int, pool_wait: float) -> redis.Redis:
