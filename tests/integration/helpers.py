@@ -17,3 +17,13 @@ def error_messages(resp: Any, status: int) -> list[str]:
     assert messages
     assert all(isinstance(m, str) and m for m in messages)
     return list(messages)
+
+
+def served_fast(app: Any) -> int:
+    """Answers the cache's fast path gave so far (service.caching.fastpath)."""
+    return int(app.extensions["shared_cache"].stats["fastpath"])
+
+
+def header_list(resp: Any) -> list[tuple[str, str]]:
+    """The response's headers in order, the Date's value left out (it moves with the clock)."""
+    return [(name, "<date>" if name == "Date" else value) for name, value in resp.headers.to_wsgi_list()]

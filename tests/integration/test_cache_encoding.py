@@ -10,12 +10,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from tests.conftest import Api, auth
+from tests.integration.helpers import served_fast
 
 GZIP = {"Accept-Encoding": "gzip, deflate, br"}
-
-
-def _served_fast(app: Flask) -> int:
-    return int(app.extensions["shared_cache"].stats["fastpath"])
 
 
 def _seed(api: Api) -> tuple[str, list[str]]:
@@ -31,9 +28,9 @@ def test_a_cached_page_goes_gzip_to_a_client_that_accepts_it_and_plain_to_others
     plain = client.get("/api/articles")  # a miss: Flask answers plain and fills the page and its variant
     assert len(plain.get_data()) > 1024 and "Content-Encoding" not in plain.headers
     assert plain.headers["Vary"] == "Authorization, Accept-Encoding"
-    before = _served_fast(app)
+    before = served_fast(app)
     packed = client.get("/api/articles", headers=GZIP)
-    assert _served_fast(app) == before + 1
+    assert served_fast(app) == before + 1
     assert packed.headers["Content-Encoding"] == "gzip" and packed.headers["Vary"] == "Authorization, Accept-Encoding"
     assert int(packed.headers["Content-Length"]) == len(packed.get_data()) < len(plain.get_data()) / 2
     assert gzip.decompress(packed.get_data()) == plain.get_data()

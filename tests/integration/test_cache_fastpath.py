@@ -8,22 +8,15 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from werkzeug.test import Client, TestResponse
+from werkzeug.test import Client
 
 from service.caching.fastpath import FastPath
 from service.runtime import lifecycle
 from tests.conftest import Api, auth, build_app, count_statements
+from tests.integration.helpers import header_list, served_fast
 from tests.live import free_port
 
 REQUEST_ID = "fast-1"
-
-
-def _served_fast(app: Flask) -> int:
-    return int(app.extensions["shared_cache"].stats["fastpath"])
-
-
-def _headers(resp: TestResponse) -> list[tuple[str, str]]:
-    return [(name, "<date>" if name == "Date" else value) for name, value in resp.headers.to_wsgi_list()]
 
 
 def _seed(api: Api) -> dict[str, str]:
@@ -60,13 +53,13 @@ def test_a_fast_path_hit_is_the_answer_flask_gave_byte_for_byte(app: Flask, clie
     assert isinstance(app.wsgi_app, FastPath)
     seeded = _seed(api)
     for path in _paths(seeded["slug"]):
-        before = _served_fast(app)
+        before = served_fast(app)
         filled = client.get(path, headers={"X-Request-Id": REQUEST_ID})  # a miss: Flask renders and fills
-        assert _served_fast(app) == before, path
+        assert served_fast(app) == before, path
         hit = client.get(path, headers={"X-Request-Id": REQUEST_ID})
-        assert _served_fast(app) == before + 1, path
+        assert served_fast(app) == before + 1, path
         assert (hit.status_code, hit.get_data()) == (200, filled.get_data()), path
-        assert _headers(hit) == _headers(filled), path
+        assert header_list(hit) == header_list(filled), path
         assert filled.status_code == 200, path
 
 
@@ -86,14 +79,14 @@ def test_if_none_match_and_head_through_the_fast_path_match_flask(app: Flask, cl
         etag = client.get(path).headers["ETag"]
         for method, extra in (("GET", {"If-None-Match": etag}), ("HEAD", {}), ("HEAD", {"If-None-Match": etag})):
             headers = {"X-Request-Id": REQUEST_ID, **extra}
-            before = _served_fast(app)
+            before = served_fast(app)
             fast = client.open(path, method=method, headers=headers)
-            assert _served_fast(app) == before + 1
+            assert served_fast(app) == before + 1
             slow = inner.open(path, method=method, headers=headers)
-            assert _served_fast(app) == before + 1
+            assert served_fast(app) == before + 1
             assert fast.status_code == slow.status_code == (304 if extra else 200), (path, method)
             assert fast.get_data() == slow.get_data() == b""
-            assert _headers(fast) == _headers(slow), (path, method)
+            assert header_list(fast) == header_list(slow), (path, method)
     etag = client.get("/api/tags").headers["ETag"]
     for value in ("*", f"W/{etag}", f'"other", {etag}', '"other"', "garbage", ""):
         fast = client.get("/api/tags", headers={"If-None-Match": value})
@@ -117,9 +110,9 @@ def test_requests_with_a_token_or_other_conditions_go_to_flask(
     seeded = _seed(api)
     path = f"/api/articles/{seeded['slug']}"
     client.get(path)
-    before = _served_fast(app)
+    before = served_fast(app)
     resp = client.get(path, headers=headers)
-    assert _served_fast(app) == before
+    assert served_fast(app) == before
     if "Authorization" in headers:
         assert resp.status_code == 401
 
@@ -139,35 +132,35 @@ def test_a_signed_in_read_still_gets_its_own_flags(app: Flask, client: FlaskClie
 def test_a_query_the_view_refuses_goes_to_flask(app: Flask, client: FlaskClient, api: Api, query: str) -> None:
     _seed(api)
     client.get("/api/articles")
-    before = _served_fast(app)
+    before = served_fast(app)
     assert client.get(f"/api/articles?{query}").status_code == 422
-    assert _served_fast(app) == before
+    assert served_fast(app) == before
 
 
 def test_misses_other_methods_and_unknown_paths_go_to_flask(app: Flask, client: FlaskClient, api: Api) -> None:
     seeded = _seed(api)
-    before = _served_fast(app)
+    before = served_fast(app)
     assert client.get("/api/profiles/nobody").status_code == 404
     assert client.get("/api/profiles/nobody").status_code == 404  # a 404 is never cached
     assert client.get("/api/articles/feed").status_code == 401
     assert client.get("/api/tags/").status_code in (308, 404)
     assert client.options("/api/tags").status_code == 204
     assert client.get(f"/api/articles/{seeded['slug']}").status_code == 200  # the miss that fills
-    assert _served_fast(app) == before
+    assert served_fast(app) == before
     assert client.get(f"/api/articles/{seeded['slug']}").status_code == 200
-    assert _served_fast(app) == before + 1
+    assert served_fast(app) == before + 1
 
 
 def test_a_draining_process_leaves_every_request_to_flask(app: Flask, client: FlaskClient, api: Api) -> None:
     _seed(api)
     client.get("/api/tags")
-    before = _served_fast(app)
+    before = served_fast(app)
     lifecycle.begin_draining()
     try:
         assert client.get("/api/tags").status_code == 200
     finally:
         lifecycle.reset()
-    assert _served_fast(app) == before
+    assert served_fast(app) == before
 
 
 def test_a_write_is_seen_by_the_next_fast_read(app: Flask, client: FlaskClient, api: Api) -> None:
@@ -185,12 +178,12 @@ def test_with_cors_an_origin_goes_to_flask_and_gets_its_headers(tmp_path: Any) -
     app = build_app(f"sqlite:///{tmp_path}/cors.db", CORS_ORIGINS="https://app.example.com")
     client = app.test_client()
     client.get("/api/tags")
-    before = _served_fast(app)
+    before = served_fast(app)
     resp = client.get("/api/tags", headers={"Origin": "https://app.example.com"})
     assert resp.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
-    assert _served_fast(app) == before
+    assert served_fast(app) == before
     assert "Access-Control-Allow-Origin" not in client.get("/api/tags").headers
-    assert _served_fast(app) == before + 1
+    assert served_fast(app) == before + 1
 
 
 def test_without_a_cache_there_is_no_fast_path(tmp_path: Any) -> None:
@@ -205,7 +198,7 @@ def test_with_redis_down_reads_go_to_flask_and_the_database(pg_url: str) -> None
     client = app.test_client()
     for _ in range(3):
         assert client.get("/api/tags").status_code == 200
-    assert _served_fast(app) == 0
+    assert served_fast(app) == 0
     assert app.extensions["shared_cache"].stats["errors"] >= 1
 
 
@@ -219,7 +212,7 @@ def test_an_error_in_the_fast_path_leaves_the_request_to_flask(
         raise RuntimeError("boom")
 
     monkeypatch.setattr(app.wsgi_app, "_etag", broken)
-    before = _served_fast(app)
+    before = served_fast(app)
     resp = client.get("/api/tags")
     assert (resp.status_code, resp.get_data()) == (200, expected)
-    assert _served_fast(app) == before
+    assert served_fast(app) == before

@@ -9,20 +9,13 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from werkzeug.test import Client, TestResponse
+from werkzeug.test import Client
 
 from service.caching import personalize
 from tests.conftest import Api, auth, count_statements
+from tests.integration.helpers import header_list, served_fast
 
 REQUEST_ID = "viewer-1"
-
-
-def _served_fast(app: Flask) -> int:
-    return int(app.extensions["shared_cache"].stats["fastpath"])
-
-
-def _headers(resp: TestResponse) -> list[tuple[str, str]]:
-    return [(name, "<date>" if name == "Date" else value) for name, value in resp.headers.to_wsgi_list()]
 
 
 def _seed(api: Api) -> dict[str, str]:
@@ -78,16 +71,16 @@ def test_a_signed_in_hit_is_answered_ahead_of_flask_as_flask_answers_it(
         for path in _paths(seeded["slug"]):
             client.get(path, headers=headers)  # a miss: Flask fills the entry
             client.get(path, headers=headers)  # a hit: Flask builds the viewer's sets
-            before = _served_fast(app)
+            before = served_fast(app)
             fast = client.get(path, headers=headers)
-            assert _served_fast(app) == before + 1, (who, path)
+            assert served_fast(app) == before + 1, (who, path)
             slow = inner.get(path, headers=headers)
-            assert _served_fast(app) == before + 1, (who, path)
+            assert served_fast(app) == before + 1, (who, path)
             assert (fast.status_code, fast.get_data()) == (200, slow.get_data()), (who, path)
-            assert _headers(fast) == _headers(slow), (who, path)
+            assert header_list(fast) == header_list(slow), (who, path)
             etag = fast.headers["ETag"]
             again = client.get(path, headers={**headers, "If-None-Match": etag})
-            assert again.status_code == 304 and _served_fast(app) == before + 2, (who, path)
+            assert again.status_code == 304 and served_fast(app) == before + 2, (who, path)
     mine = client.get(f"/api/articles/{seeded['slug']}", headers=auth(seeded["carol"])).json
     assert (mine["article"]["favorited"], mine["article"]["author"]["following"]) == (True, True)  # type: ignore[index]
     theirs = client.get(f"/api/articles/{seeded['slug']}", headers=auth(seeded["alice"])).json
