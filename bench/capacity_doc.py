@@ -87,7 +87,9 @@ def _method(p: Plan) -> list[str]:
         "| Redis with read replicas | not in the figures: one more call per write (the writer's WAL position, "
         "`rw:<user>`) and per signed-in read that reaches a replica (its floor) | |",
         f"| one Redis | {_n(a.redis_ops)} round trips/s (assumed: the low end of 100k-200k unpipelined; plan the "
-        "next step when it passes half) | |",
+        "next step when it passes half). A read of a page with counts, or a signed-in read, runs a script that "
+        "decodes the page's header and reads 20-60 keys, heavier than a `GET`: check `usec_per_call` of "
+        "`cmdstat_evalsha` (`INFO commandstats`) on your Redis under the mix and set `--redis-ops` from it | |",
     ]
 
 
