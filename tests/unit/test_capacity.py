@@ -68,8 +68,8 @@ def test_the_plan_of_a_hand_made_run_has_the_expected_numbers():
     assert plan.redis_per_request == pytest.approx(1.86)
     assert step.redis_ops == pytest.approx(18_600)
     assert plan.ceilings["PostgreSQL primary (writes)"] == pytest.approx(20_000)
-    assert plan.ceilings["Redis (one instance)"] == pytest.approx(100_000 / 1.86)
-    assert step.tiers == pytest.approx({"PostgreSQL primary (writes)": 0.5, "Redis (one instance)": 0.186})
+    assert plan.ceilings["Redis (one instance)"] == pytest.approx(24_000 / 1.86)
+    assert step.tiers == pytest.approx({"PostgreSQL primary (writes)": 0.5, "Redis (one instance)": 18_600 / 24_000})
 
 
 def test_the_newer_format_gives_the_hit_ratio_per_read_from_cached_share():
