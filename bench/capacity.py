@@ -64,7 +64,7 @@ RATE_LIMIT_CALLS_PER_WRITE = 2
 UTILISATION = 0.6  # target CPU utilisation of the service's cores
 DB_CORES = 8  # cores of the PostgreSQL primary and of each read replica
 # Round trips/s one Redis serves of this service's calls, measured (2026-11-29, this machine, INFO commandstats
-# under `make bench`): EVALSHA 40.7 us per call under the mix, 43.5 on the anonymous list, 56.8 on the
+# under `make bench`): EVALSHA 39.8 us per call under the mix, 36.3 on the anonymous list, 57-62 on the
 # signed-in list (the read script decodes the page's header and reads its count generations and the viewer's
 # sets), so one Redis core serves about 24k of them per second, not the 100k-200k of plain GETs.
 REDIS_OPS = 24_000

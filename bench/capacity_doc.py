@@ -87,8 +87,8 @@ def _method(p: Plan) -> list[str]:
         "| Redis with read replicas | not in the figures: one more call per write (the writer's WAL position, "
         "`rw:<user>`) and per signed-in read that reaches a replica (its floor) | |",
         f"| one Redis | {_n(a.redis_ops)} round trips/s: measured on this machine, `usec_per_call` of "
-        "`cmdstat_evalsha` in `INFO commandstats` under `make bench` (40.7 us under the mix, 43.5 on the "
-        "anonymous list, 56.8 on the signed-in list: the read script decodes the page's header and reads its "
+        "`cmdstat_evalsha` in `INFO commandstats` under `make bench` (39.8 us under the mix, 36.3 on the "
+        "anonymous list, 57-62 on the signed-in list: the read script decodes the page's header and reads its "
         "count generations and the viewer's sets, far more than a `GET`, whose 100k-200k/s do not apply); "
         "measure yours the same way and pass `--redis-ops`; plan the next step when it passes half | |",
     ]
@@ -179,11 +179,11 @@ script on the `{gen}` slot. That costs one more round trip per read (Redis round
 2), and the `{gen}` slot's master takes one call per request: bounded, but the hot spot to watch. Until
 the plan above reaches the Redis line, one Redis with a replica and Sentinel is enough.
 
-That line comes early: measured, the read script costs Redis 41-57 us of CPU per call (a page's header
+That line comes early: measured, the read script costs Redis 36-62 us of CPU per call (a page's header
 decoded, its count generations and the viewer's sets read), so one Redis serves about 24k of this
-service's round trips per second and is the first tier to fill. The cheaper step before a cluster is a
-lighter script: decode only the counts of the header for an anonymous read (the flags' ids are two thirds
-of it), and keep a page's count generations in one hash read with one `HMGET`.
+service's round trips per second and is the first tier to fill. An anonymous read already decodes only
+the counts of the header (43.5 -> 36.3 us); the next step before a cluster would be a lighter signed-in
+read (its flags' ids are decoded whole) and fewer count generations per page.
 """
 
 

@@ -149,7 +149,15 @@ if string.sub(value, 2, 2) ~= '{' then at = string.find(value, '\\n{', 2, true) 
 local line = string.sub(value, at, string.find(value, '\\n', at, true) - 1)
 local with_counts = string.find(line, '"#":[', 1, true)
 if m == 0 and not with_counts then return gzipped() end
-local header = cjson.decode(line)
+local header
+if m == 0 then
+  -- An anonymous read needs only the counts ('#': an array of arrays of names and numbers, none with a
+  -- ']' inside, so the first ']]' after it closes it); the flags' ids are not decoded.
+  local open = with_counts + 4
+  header = {['#'] = cjson.decode(string.sub(line, open, string.find(line, ']]', open, true) + 1))}
+else
+  header = cjson.decode(line)
+end
 local epoch = gens[1]
 if with_counts and #header['#'] > 0 then
   local marks = header['#']
