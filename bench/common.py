@@ -52,3 +52,4 @@ class Settings:
     redis_url: str
     out: Path
     replot: bool = False
+    haproxy: bool = False  # also run every scenario through HAProxy (bench/haproxy.py)

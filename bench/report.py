@@ -106,7 +106,7 @@ def table(results: list[RunResult], settings: Settings) -> str:
             nc = nullcache.get((r.scenario, r.connections))
             rows.append(
                 (
-                    BARE_LABELS.get(scenario, scenario),
+                    BARE_LABELS.get(scenario, scenario) + (" via HAProxy" if r.server == "haproxy" else ""),
                     str(r.connections),
                     f"{r.rps:,.0f}",
                     f"{r.p50_ms:.1f}",

@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import os
 import signal
@@ -77,6 +78,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script (bench/run.py): import bench and ops from the checkout
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
+from bench import haproxy
 from bench.common import (
     DEFAULT_ADMIN_URL,
     DEFAULT_REDIS_URL,
@@ -165,6 +167,13 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         help="skip the second pass of the list scenarios with CACHE_TYPE=NullCache [env BENCH_NULLCACHE=0]",
     )
     parser.add_argument(
+        "--haproxy",
+        action="store_true",
+        default=os.environ.get("BENCH_HAPROXY", "0").strip().lower() in ("1", "true", "yes"),
+        help="run every scenario a second time through HAProxy (the project's haproxy.cfg in front of the "
+        "service, the path production takes; rows marked 'via HAProxy') [env BENCH_HAPROXY=1]",
+    )
+    parser.add_argument(
         "--database-url",
         default=os.environ.get("DATABASE_URL") or DEFAULT_ADMIN_URL,
         help="admin URL of the PostgreSQL server; the run creates and drops its own database "
@@ -221,6 +230,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         redis_url=args.redis_url,
         out=args.out,
         replot=args.replot,
+        haproxy=args.haproxy,
     )
 
 
@@ -261,7 +271,8 @@ def run(settings: Settings) -> int:
         runner = Runner(settings, wrk, data_dir)
         n_conns = len(settings.connections)
         list_scenarios = [s for s in settings.scenarios if s in LIST_SCENARIOS] if settings.nullcache else []
-        runner.total_runs = n_conns * (len(bare) + len(settings.scenarios) + len(list_scenarios))
+        proxied = len(settings.scenarios) if settings.haproxy else 0
+        runner.total_runs = n_conns * (len(bare) + len(settings.scenarios) + proxied + len(list_scenarios))
         estimate = runner.total_runs * settings.duration + settings.warmup * (
             len(bare) + len(settings.scenarios) + len(list_scenarios)
         )
@@ -282,6 +293,12 @@ def run(settings: Settings) -> int:
             write_data_files(dataset, data_dir)
             for scenario in settings.scenarios:
                 runner.scenario(service, "cache", scenario)
+            if settings.haproxy:
+                with haproxy.in_front(service.port, settings.out) as url:
+                    proxy = copy.copy(service)
+                    proxy.base_url = url
+                    for scenario in settings.scenarios:
+                        runner.scenario(proxy, "haproxy", scenario)
 
         if list_scenarios:
             with Server("nullcache", {**base_env, "CACHE_TYPE": "NullCache"}, settings.out) as service:
