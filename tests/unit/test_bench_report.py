@@ -165,3 +165,18 @@ def test_each_scenario_is_a_share_of_both_bare_runs_at_its_connection_count() ->
     assert [by_row["anon_list", "64"][c] for c in pick] == ["40%", "50%", "90%", "90%"]
     assert [by_row["anon_list", "256"][c] for c in pick] == ["50%", "-", "-", "-"]
     assert [by_row["ceiling (service worker)", "64"][c] for c in pick] == ["80%", "100%", "-", "-"]
+
+
+def test_the_haproxy_pass_is_asked_for_by_flag_or_environment_and_labelled_in_the_table(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bench.report import table
+    from bench.run import parse_args
+
+    monkeypatch.delenv("BENCH_HAPROXY", raising=False)
+    assert parse_args([]).haproxy is False
+    assert parse_args(["--haproxy"]).haproxy is True
+    monkeypatch.setenv("BENCH_HAPROXY", "1")
+    assert parse_args([]).haproxy is True
+    rows = table([run("cache", "tags", 64, 900), run("haproxy", "tags", 64, 600)], settings(["tags"]))
+    assert "tags via HAProxy" in rows and rows.count("tags") == 2
