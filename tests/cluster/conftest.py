@@ -85,41 +85,54 @@ def wait_for(condition: Callable[[], bool], timeout: float, interval: float = 0.
     return time.monotonic() - start
 
 
+@contextmanager
+def running_cluster(
+    label: str,
+    env: dict[str, str],
+    request: pytest.FixtureRequest,
+    replicas: int,
+    *,
+    stop_timeout: float,
+    **start: Any,
+) -> Iterator[Cluster]:
+    """A cluster of `replicas` replicas through PgBouncer, its state under var/<label>-<hex>: stopped at
+    the end, its state removed unless a test failed (the logs are in it). `env` gets the key prefix
+    and the rate-limit exemption of the load generator; `start` goes to `Cluster.start`."""
+    # Short path: a unix socket path is limited to 107 bytes.
+    state = ROOT / "var" / f"{label}-{secrets.token_hex(3)}"
+    state.mkdir(parents=True)
+    exempt = state / "rate-limit-exempt.txt"
+    exempt.write_text("127.0.0.1\n::1\n")
+    env = {**env, "CACHE_KEY_PREFIX": f"test:{label}:{secrets.token_hex(4)}:", "LB_RATE_EXEMPT_FILE": str(exempt)}
+    lb_port, stats_port, bouncer_port, *replica_ports = distinct_free_ports(3 + replicas)
+    running = Cluster(state, log=lambda _line: None)
+    try:
+        running.start(
+            replicas,
+            port=lb_port,
+            stats_port=stats_port,
+            replica_ports=replica_ports,
+            env=env,
+            pgbouncer_port=bouncer_port,
+            **start,
+        )
+        yield running
+    finally:
+        running.stop(timeout=stop_timeout)
+        if request.session.testsfailed == 0:
+            shutil.rmtree(state, ignore_errors=True)
+
+
 @pytest.fixture(scope="package")
 def cluster(redis_url: str, request: pytest.FixtureRequest) -> Iterator[Cluster]:
     require_haproxy()
     require_pgbouncer()
     with scratch_database("conduit_cluster") as database_url:
-        # Short path: a unix socket path is limited to 107 bytes.
-        state = ROOT / "var" / f"cluster-test-{secrets.token_hex(3)}"
-        state.mkdir(parents=True)
-        exempt = state / "rate-limit-exempt.txt"
-        exempt.write_text("127.0.0.1\n::1\n")
-        env = {
-            **CLUSTER_ENV,
-            "DATABASE_URL": database_url,
-            "REDIS_URL": redis_url,
-            "CACHE_KEY_PREFIX": f"test:cluster:{secrets.token_hex(4)}:",
-            "LB_RATE_EXEMPT_FILE": str(exempt),
-        }
-        lb_port, stats_port, bouncer_port, *replica_ports = distinct_free_ports(3 + REPLICAS)
-        running = Cluster(state, log=lambda _line: None)
-        try:
-            running.start(
-                REPLICAS,
-                workers=1,
-                port=lb_port,
-                stats_port=stats_port,
-                replica_ports=replica_ports,
-                env=env,
-                pgbouncer_port=bouncer_port,
-                pgbouncer_pool=PGBOUNCER_POOL,
-            )
+        env = {**CLUSTER_ENV, "DATABASE_URL": database_url, "REDIS_URL": redis_url}
+        with running_cluster(
+            "cluster-test", env, request, REPLICAS, stop_timeout=15, workers=1, pgbouncer_pool=PGBOUNCER_POOL
+        ) as running:
             yield running
-        finally:
-            running.stop(timeout=15)
-            if request.session.testsfailed == 0:
-                shutil.rmtree(state, ignore_errors=True)  # kept after a failure: the logs are in it
 
 
 @dataclass

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -24,10 +23,10 @@ from ops.cluster import Cluster
 from ops.inventory import ROOT
 from tests.cluster.conftest import (
     count_titles,
-    distinct_free_ports,
     make_world,
     require_haproxy,
     require_pgbouncer,
+    running_cluster,
 )
 from tests.cluster.mix import Mix
 from tests.conftest import service_unavailable
@@ -71,36 +70,11 @@ def postgres() -> Iterator[ThrowawayPostgres]:
 def big_cluster(postgres: ThrowawayPostgres, redis_url: str, request: pytest.FixtureRequest) -> Iterator[Cluster]:
     require_haproxy()
     require_pgbouncer()
-    state = ROOT / "var" / f"cluster-pgb-{secrets.token_hex(3)}"
-    state.mkdir(parents=True)
-    exempt = state / "rate-limit-exempt.txt"
-    exempt.write_text("127.0.0.1\n::1\n")
-    env = {
-        **ENV,
-        "DATABASE_URL": postgres.url("conduit"),
-        "REDIS_URL": redis_url,
-        "CACHE_KEY_PREFIX": f"test:cluster-pgb:{secrets.token_hex(4)}:",
-        "LB_RATE_EXEMPT_FILE": str(exempt),
-    }
-    lb, stats, bouncer, *ports = distinct_free_ports(3 + REPLICAS)
-    running = Cluster(state, log=lambda _line: None)
-    try:
-        running.start(
-            REPLICAS,
-            workers=WORKERS,
-            port=lb,
-            stats_port=stats,
-            replica_ports=ports,
-            env=env,
-            timeout=180,
-            pgbouncer_port=bouncer,
-            pgbouncer_pool=POOL,
-        )
+    env = {**ENV, "DATABASE_URL": postgres.url("conduit"), "REDIS_URL": redis_url}
+    with running_cluster(
+        "cluster-pgb", env, request, REPLICAS, stop_timeout=20, workers=WORKERS, timeout=180, pgbouncer_pool=POOL
+    ) as running:
         yield running
-    finally:
-        running.stop(timeout=20)
-        if request.session.testsfailed == 0:
-            shutil.rmtree(state, ignore_errors=True)
 
 
 class Sampler:
