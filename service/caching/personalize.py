@@ -158,12 +158,6 @@ def _holders(node: Any, field: str) -> Iterator[dict[str, Any]]:
                 yield from _holders(item, field)
 
 
-def header_of(entry: bytes) -> tuple[dict[str, list[list[Any]]], bytes]:
-    """(the facts header, the body) of a `shared()` entry."""
-    header, _, body = entry.partition(b"\n")
-    return orjson.loads(header), body
-
-
 def split(entry: bytes) -> tuple[bytes, bytes, bytes]:
     """(the lines a domain keeps in front, the header line, the body) of a stored entry.
 
@@ -295,7 +289,7 @@ def personalize(entry: bytes, viewer: int | None, facts: Iterable[Fact] = (), co
     """The body of a `shared()` entry as `viewer` sees it, by statement (on `conn` when given).
 
     For a write's answer inside its transaction; reads of the cache go through `cache.cached`."""
-    header, body = header_of(entry)
+    _, line, body = split(entry)
     if viewer is None:
         return body
-    return by_statement(body, header, viewer, facts, conn)
+    return by_statement(body, orjson.loads(line), viewer, facts, conn)
