@@ -11,13 +11,12 @@ import contextlib
 import os
 import subprocess
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 from bench.common import BenchError, log
 from ops.inventory import ROOT, haproxy_binary, write_inventory
-from ops.launcher import free_port
+from ops.launcher import free_port, healthy
 
 # The replica enters HAProxy's rotation with a 10 s slow start (haproxy.cfg `slowstart`): measure after it.
 SLOW_START = 10.5
@@ -42,7 +41,7 @@ def in_front(service_port: int, out: Path) -> Iterator[str]:
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
-        while not _up(base + "/healthz"):
+        while not healthy(base, timeout=2):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise BenchError(f"HAProxy did not pass requests to the service; see {out / 'haproxy.log'}")
             time.sleep(0.2)
@@ -56,11 +55,3 @@ def in_front(service_port: int, out: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-def _up(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as reply:  # noqa: S310 - our loopback HAProxy
-            return bool(reply.status == 200)
-    except OSError:
-        return False
