@@ -43,6 +43,15 @@ def spawn(
     """Start `argv` in a new session with stdout and stderr appended to `log`; as `user` when given
     (PostgreSQL and PgBouncer refuse to run as root). `env` None: this process's environment."""
     log.parent.mkdir(parents=True, exist_ok=True)
+    if user is not None:
+        closed = closed_to(user, Path(cwd))
+        if closed is not None:
+            raise PermissionError(
+                f"{Path(argv[0]).name} runs as {user.pw_name}, who cannot enter {closed} (mode "
+                f"{closed.stat().st_mode & 0o777:o}) and so cannot read its files in {cwd}: this happens with a "
+                f"checkout under a private directory such as one made by `mktemp -d`; clone the project where "
+                f"other users can pass, or `chmod o+x {closed}`"
+            )
     with open(log, "ab") as out:
         proc = subprocess.Popen(  # noqa: S603 - argv from this package, no shell
             list(argv),
@@ -57,6 +66,21 @@ def spawn(
             extra_groups=[] if user else None,
         )
     return adopt(proc)
+
+
+def closed_to(user: pwd.struct_passwd, path: Path) -> Path | None:
+    """The first directory from / down to `path` that `user` may not enter (no search permission), or None."""
+    for folder in [*reversed(path.resolve().parents), path.resolve()]:
+        info = folder.stat()
+        if info.st_uid == user.pw_uid:
+            bit = 0o100
+        elif info.st_gid == user.pw_gid:
+            bit = 0o010
+        else:
+            bit = 0o001
+        if not info.st_mode & bit:
+            return folder
+    return None
 
 
 def adopt(proc: subprocess.Popen[bytes]) -> Process:
